@@ -1,0 +1,674 @@
+//! Response -> [`Outcome`]: the table of PRODUCT §1 as one pure function.
+//!
+//! No I/O and no clock reads: the probe's transport result, the connection's
+//! expectations and "now" (for `Retry-After` dates) are passed in.
+
+use crate::config::Expect;
+use crate::model::{Classified, ErrorKind, Outcome, ProbeError};
+use serde_json::Value;
+use std::time::{Duration, SystemTime};
+
+/// Error codes that mean "renew the credentials".
+pub const AUTH_CODES: &[&str] = &[
+    "AUTHENTICATION_FAILED",
+    "AUTHENTICATION_REQUIRED",
+    "CREDENTIALS_EXPIRED",
+];
+pub const RATE_LIMIT_CODE: &str = "RATE_LIMIT_EXCEEDED";
+/// The status value that means "renew the credentials".
+pub const AUTH_STATUS: &str = "auth_required";
+
+/// A full HTTP answer, as far as the prober read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    /// The raw `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// At most `max_body` bytes of the body.
+    pub body: Vec<u8>,
+    /// The body went on past `max_body`.
+    pub truncated: bool,
+}
+
+/// What the transport produced: an answer, or an error before a full answer.
+pub type Attempt = Result<Answer, ProbeError>;
+
+/// What classification needs to know about the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub expect: &'a Expect,
+    pub degraded_after: Option<Duration>,
+    pub max_body: usize,
+}
+
+/// Classifies one probe. `latency` is request start to last byte read.
+pub fn classify(
+    attempt: &Attempt,
+    latency: Duration,
+    rules: Rules<'_>,
+    now: SystemTime,
+) -> Classified {
+    let answer = match attempt {
+        Err(e) => return done(Outcome::Unreachable, Some(e.clone()), None, latency, None),
+        Ok(a) => a,
+    };
+    let status = answer.status;
+    let http = Some(status);
+    let json: Option<Value> = if answer.truncated || answer.body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&answer.body).ok()
+    };
+    let code = json.as_ref().and_then(error_code);
+    let err = |kind, message: String| {
+        Some(ProbeError {
+            kind,
+            message,
+            http_status: http,
+        })
+    };
+
+    // Rate limited: 429, or the body's error code.
+    if status == 429 || code.as_deref() == Some(RATE_LIMIT_CODE) {
+        let retry_after = answer
+            .retry_after
+            .as_deref()
+            .and_then(|v| parse_retry_after(v, now));
+        let message = if status == 429 {
+            "HTTP 429".to_string()
+        } else {
+            format!("HTTP {status}, {RATE_LIMIT_CODE}")
+        };
+        return done(
+            Outcome::RateLimited,
+            err(ErrorKind::RateLimit, message),
+            http,
+            latency,
+            retry_after,
+        );
+    }
+
+    // Credentials: 401/403, an auth error code, or status `auth_required`.
+    let status_value = json
+        .as_ref()
+        .zip(rules.expect.json_pointer.as_deref())
+        .and_then(|(j, p)| j.pointer(p))
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase);
+    if status == 401 || status == 403 {
+        let message = match &code {
+            Some(c) => format!("HTTP {status}, {c}"),
+            None => format!("HTTP {status}"),
+        };
+        return done(
+            Outcome::AuthRequired,
+            err(ErrorKind::Auth, message),
+            http,
+            latency,
+            None,
+        );
+    }
+    if let Some(c) = code.as_deref().filter(|c| AUTH_CODES.contains(c)) {
+        return done(
+            Outcome::AuthRequired,
+            err(ErrorKind::Auth, format!("HTTP {status}, {c}")),
+            http,
+            latency,
+            None,
+        );
+    }
+    if status_value.as_deref() == Some(AUTH_STATUS) {
+        return done(
+            Outcome::AuthRequired,
+            err(ErrorKind::Auth, format!("status \"{AUTH_STATUS}\"")),
+            http,
+            latency,
+            None,
+        );
+    }
+
+    // HTTP status: 5xx, or anything not expected.
+    let expected = match &rules.expect.status {
+        None => (200..300).contains(&status),
+        Some(list) => list.contains(&status),
+    };
+    if status >= 500 || !expected {
+        return done(
+            Outcome::Offline,
+            err(ErrorKind::HttpStatus, format!("HTTP {status}")),
+            http,
+            latency,
+            None,
+        );
+    }
+
+    // Body.
+    if answer.truncated {
+        let msg = format!("body larger than max_body ({} bytes)", rules.max_body);
+        return done(
+            Outcome::Invalid,
+            err(ErrorKind::Body, msg),
+            http,
+            latency,
+            None,
+        );
+    }
+    if let Some(pointer) = rules.expect.json_pointer.as_deref() {
+        let Some(j) = &json else {
+            let msg = if answer.body.is_empty() {
+                "empty body, JSON expected".to_string()
+            } else {
+                "body is not valid JSON".to_string()
+            };
+            return done(
+                Outcome::Invalid,
+                err(ErrorKind::Body, msg),
+                http,
+                latency,
+                None,
+            );
+        };
+        let Some(v) = j.pointer(pointer) else {
+            return done(
+                Outcome::Invalid,
+                err(
+                    ErrorKind::Body,
+                    format!("no value at JSON pointer {pointer}"),
+                ),
+                http,
+                latency,
+                None,
+            );
+        };
+        let Some(s) = v.as_str() else {
+            let msg = format!("value at {pointer} is not a string");
+            return done(
+                Outcome::Invalid,
+                err(ErrorKind::Body, msg),
+                http,
+                latency,
+                None,
+            );
+        };
+        let s = s.to_ascii_lowercase();
+        let shown: String = s.chars().take(64).collect();
+        if rules.expect.offline.contains(&s) {
+            return done(
+                Outcome::Offline,
+                err(ErrorKind::Reported, format!("status \"{shown}\"")),
+                http,
+                latency,
+                None,
+            );
+        }
+        if rules.expect.degraded.contains(&s) {
+            return done(
+                Outcome::Degraded,
+                err(ErrorKind::Reported, format!("status \"{shown}\"")),
+                http,
+                latency,
+                None,
+            );
+        }
+        if !rules.expect.online.contains(&s) {
+            let msg = format!("unrecognised status \"{shown}\" at {pointer}");
+            return done(
+                Outcome::Invalid,
+                err(ErrorKind::Body, msg),
+                http,
+                latency,
+                None,
+            );
+        }
+    }
+
+    // Latency.
+    if let Some(limit) = rules.degraded_after {
+        if latency > limit {
+            let msg = format!(
+                "latency {} ms above degraded_after {} ms",
+                latency.as_millis(),
+                limit.as_millis()
+            );
+            return done(
+                Outcome::Degraded,
+                err(ErrorKind::Slow, msg),
+                http,
+                latency,
+                None,
+            );
+        }
+    }
+    done(Outcome::Online, None, http, latency, None)
+}
+
+fn done(
+    outcome: Outcome,
+    error: Option<ProbeError>,
+    http_status: Option<u16>,
+    latency: Duration,
+    retry_after: Option<Duration>,
+) -> Classified {
+    Classified {
+        outcome,
+        error,
+        http_status,
+        latency,
+        retry_after,
+    }
+}
+
+/// The error code at `/error/code`, else `/code` (upper-cased).
+fn error_code(j: &Value) -> Option<String> {
+    j.pointer("/error/code")
+        .or_else(|| j.pointer("/code"))
+        .and_then(Value::as_str)
+        .map(str::to_ascii_uppercase)
+}
+
+/// `Retry-After`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3). A date in
+/// the past is zero; anything else is `None`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Saturate absurd values; callers cap them.
+        return Some(Duration::from_secs(
+            v.parse::<u64>().unwrap_or(u64::MAX / 2),
+        ));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Attempt {
+        Ok(Answer {
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+            truncated: false,
+        })
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000)
+    }
+
+    fn run_with(
+        a: &Attempt,
+        expect: &Expect,
+        degraded_after: Option<Duration>,
+        latency_ms: u64,
+    ) -> Classified {
+        let rules = Rules {
+            expect,
+            degraded_after,
+            max_body: 65536,
+        };
+        classify(a, Duration::from_millis(latency_ms), rules, now())
+    }
+
+    fn run(a: &Attempt) -> Classified {
+        run_with(a, &Expect::default(), Some(Duration::from_secs(2)), 10)
+    }
+
+    fn kind(c: &Classified) -> Option<ErrorKind> {
+        c.error.as_ref().map(|e| e.kind)
+    }
+
+    #[test]
+    fn transport_errors_are_unreachable_with_their_kind() {
+        for k in [
+            ErrorKind::Dns,
+            ErrorKind::Connect,
+            ErrorKind::Tls,
+            ErrorKind::Timeout,
+            ErrorKind::Io,
+        ] {
+            let c = run(&Err(ProbeError {
+                kind: k,
+                message: "x".into(),
+                http_status: None,
+            }));
+            assert_eq!(c.outcome, Outcome::Unreachable);
+            assert_eq!(kind(&c), Some(k));
+            assert!(c.outcome.is_failure());
+        }
+    }
+
+    /// The whole table of PRODUCT §1, one row each, in precedence order.
+    #[test]
+    fn the_table() {
+        let rows: &[(Attempt, Outcome, Option<ErrorKind>)] = &[
+            (
+                answer(429, ""),
+                Outcome::RateLimited,
+                Some(ErrorKind::RateLimit),
+            ),
+            (
+                answer(200, r#"{"error":{"code":"RATE_LIMIT_EXCEEDED"}}"#),
+                Outcome::RateLimited,
+                Some(ErrorKind::RateLimit),
+            ),
+            (
+                answer(503, r#"{"code":"rate_limit_exceeded"}"#),
+                Outcome::RateLimited,
+                Some(ErrorKind::RateLimit),
+            ),
+            (
+                answer(401, ""),
+                Outcome::AuthRequired,
+                Some(ErrorKind::Auth),
+            ),
+            (
+                answer(403, "forbidden"),
+                Outcome::AuthRequired,
+                Some(ErrorKind::Auth),
+            ),
+            (
+                answer(200, r#"{"status":"auth_required"}"#),
+                Outcome::AuthRequired,
+                Some(ErrorKind::Auth),
+            ),
+            (
+                answer(
+                    200,
+                    r#"{"status":"online","error":{"code":"AUTHENTICATION_FAILED"}}"#,
+                ),
+                Outcome::AuthRequired,
+                Some(ErrorKind::Auth),
+            ),
+            (
+                answer(400, r#"{"code":"AUTHENTICATION_REQUIRED"}"#),
+                Outcome::AuthRequired,
+                Some(ErrorKind::Auth),
+            ),
+            (
+                answer(200, r#"{"code":"CREDENTIALS_EXPIRED"}"#),
+                Outcome::AuthRequired,
+                Some(ErrorKind::Auth),
+            ),
+            (
+                answer(500, r#"{"status":"online"}"#),
+                Outcome::Offline,
+                Some(ErrorKind::HttpStatus),
+            ),
+            (
+                answer(503, ""),
+                Outcome::Offline,
+                Some(ErrorKind::HttpStatus),
+            ),
+            (
+                answer(404, r#"{"status":"online"}"#),
+                Outcome::Offline,
+                Some(ErrorKind::HttpStatus),
+            ),
+            (
+                answer(302, ""),
+                Outcome::Offline,
+                Some(ErrorKind::HttpStatus),
+            ),
+            (
+                answer(200, "{not json"),
+                Outcome::Invalid,
+                Some(ErrorKind::Body),
+            ),
+            (answer(200, ""), Outcome::Invalid, Some(ErrorKind::Body)),
+            (
+                answer(200, r#"{"state":"online"}"#),
+                Outcome::Invalid,
+                Some(ErrorKind::Body),
+            ),
+            (
+                answer(200, r#"{"status":42}"#),
+                Outcome::Invalid,
+                Some(ErrorKind::Body),
+            ),
+            (
+                answer(200, r#"{"status":"purple"}"#),
+                Outcome::Invalid,
+                Some(ErrorKind::Body),
+            ),
+            (
+                answer(200, r#"{"status":"offline"}"#),
+                Outcome::Offline,
+                Some(ErrorKind::Reported),
+            ),
+            (
+                answer(200, r#"{"status":"ERROR"}"#),
+                Outcome::Offline,
+                Some(ErrorKind::Reported),
+            ),
+            (
+                answer(200, r#"{"status":"down"}"#),
+                Outcome::Offline,
+                Some(ErrorKind::Reported),
+            ),
+            (
+                answer(200, r#"{"status":"failed"}"#),
+                Outcome::Offline,
+                Some(ErrorKind::Reported),
+            ),
+            (
+                answer(200, r#"{"status":"degraded"}"#),
+                Outcome::Degraded,
+                Some(ErrorKind::Reported),
+            ),
+            (answer(200, r#"{"status":"online"}"#), Outcome::Online, None),
+            (answer(200, r#"{"status":"ok"}"#), Outcome::Online, None),
+            (answer(200, r#"{"status":"Up"}"#), Outcome::Online, None),
+            (
+                answer(200, r#"{"status":"healthy"}"#),
+                Outcome::Online,
+                None,
+            ),
+            (answer(200, r#"{"status":"active"}"#), Outcome::Online, None),
+            (answer(204, r#"{"status":"active"}"#), Outcome::Online, None),
+        ];
+        for (i, (a, outcome, k)) in rows.iter().enumerate() {
+            let c = run(a);
+            assert_eq!(c.outcome, *outcome, "row {i}: {a:?}");
+            assert_eq!(kind(&c), *k, "row {i}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn failure_column() {
+        assert!(Outcome::Offline.is_failure());
+        assert!(Outcome::Invalid.is_failure());
+        assert!(!Outcome::RateLimited.is_failure());
+        assert!(!Outcome::AuthRequired.is_failure());
+        assert!(!Outcome::Degraded.is_failure());
+        assert!(!Outcome::Online.is_failure());
+    }
+
+    #[test]
+    fn http_status_is_recorded() {
+        let c = run(&answer(503, ""));
+        assert_eq!(c.http_status, Some(503));
+        assert_eq!(c.error.unwrap().http_status, Some(503));
+    }
+
+    #[test]
+    fn slow_is_degraded_only_past_the_limit() {
+        let a = answer(200, r#"{"status":"online"}"#);
+        let e = Expect::default();
+        assert_eq!(
+            run_with(&a, &e, Some(Duration::from_secs(2)), 2000).outcome,
+            Outcome::Online
+        );
+        let c = run_with(&a, &e, Some(Duration::from_secs(2)), 2001);
+        assert_eq!(
+            (c.outcome, kind(&c)),
+            (Outcome::Degraded, Some(ErrorKind::Slow))
+        );
+        assert_eq!(run_with(&a, &e, None, 60_000).outcome, Outcome::Online);
+        // A failure stays a failure however slow.
+        let c = run_with(
+            &answer(200, r#"{"status":"down"}"#),
+            &e,
+            Some(Duration::from_millis(1)),
+            5000,
+        );
+        assert_eq!(c.outcome, Outcome::Offline);
+    }
+
+    #[test]
+    fn retry_after_both_forms_and_garbage() {
+        let mut a = Answer {
+            status: 429,
+            ..Default::default()
+        };
+        a.retry_after = Some("120".into());
+        assert_eq!(
+            run(&Ok(a.clone())).retry_after,
+            Some(Duration::from_secs(120))
+        );
+        // HTTP-date 90 s after "now".
+        let date = httpdate::fmt_http_date(now() + Duration::from_secs(90));
+        a.retry_after = Some(date);
+        assert_eq!(
+            run(&Ok(a.clone())).retry_after,
+            Some(Duration::from_secs(90))
+        );
+        // A date in the past: retry now.
+        a.retry_after = Some(httpdate::fmt_http_date(now() - Duration::from_secs(90)));
+        assert_eq!(run(&Ok(a.clone())).retry_after, Some(Duration::ZERO));
+        for garbage in ["soon", "-5", "1.5", "", "Mon, 99 Foo 2025"] {
+            a.retry_after = Some(garbage.into());
+            let c = run(&Ok(a.clone()));
+            assert_eq!(c.outcome, Outcome::RateLimited);
+            assert_eq!(c.retry_after, None, "{garbage:?}");
+        }
+        assert_eq!(
+            parse_retry_after(" 7 ", now()),
+            Some(Duration::from_secs(7))
+        );
+        assert!(parse_retry_after("99999999999999999999999", now()).is_some());
+    }
+
+    #[test]
+    fn error_code_at_either_pointer() {
+        assert_eq!(
+            run(&answer(200, r#"{"error":{"code":"CREDENTIALS_EXPIRED"}}"#)).outcome,
+            Outcome::AuthRequired
+        );
+        assert_eq!(
+            run(&answer(200, r#"{"code":"CREDENTIALS_EXPIRED"}"#)).outcome,
+            Outcome::AuthRequired
+        );
+        // /error/code wins over /code.
+        assert_eq!(
+            run(&answer(
+                200,
+                r#"{"error":{"code":"RATE_LIMIT_EXCEEDED"},"code":"X"}"#
+            ))
+            .outcome,
+            Outcome::RateLimited
+        );
+        assert_eq!(
+            run(&answer(200, r#"{"status":"ok","code":"SOMETHING_ELSE"}"#)).outcome,
+            Outcome::Online
+        );
+    }
+
+    #[test]
+    fn custom_value_maps_and_pointer() {
+        let e = Expect {
+            status: Some(vec![200, 299]),
+            json_pointer: Some("/health/state".into()),
+            online: vec!["green".into()],
+            degraded: vec!["yellow".into()],
+            offline: vec!["red".into()],
+        };
+        let r = |b: &str| run_with(&answer(200, b), &e, None, 1).outcome;
+        assert_eq!(r(r#"{"health":{"state":"GREEN"}}"#), Outcome::Online);
+        assert_eq!(r(r#"{"health":{"state":"yellow"}}"#), Outcome::Degraded);
+        assert_eq!(r(r#"{"health":{"state":"red"}}"#), Outcome::Offline);
+        assert_eq!(r(r#"{"health":{"state":"online"}}"#), Outcome::Invalid);
+        assert_eq!(r(r#"{"status":"green"}"#), Outcome::Invalid);
+        assert_eq!(
+            run_with(&answer(299, r#"{"health":{"state":"green"}}"#), &e, None, 1).outcome,
+            Outcome::Online
+        );
+        assert_eq!(
+            run_with(&answer(201, r#"{"health":{"state":"green"}}"#), &e, None, 1).outcome,
+            Outcome::Offline
+        );
+    }
+
+    #[test]
+    fn body_check_off_for_plain_health_urls() {
+        let e = Expect {
+            json_pointer: None,
+            ..Expect::default()
+        };
+        assert_eq!(
+            run_with(&answer(200, "OK"), &e, None, 1).outcome,
+            Outcome::Online
+        );
+        assert_eq!(
+            run_with(&answer(200, ""), &e, None, 1).outcome,
+            Outcome::Online
+        );
+        assert_eq!(
+            run_with(&answer(503, "OK"), &e, None, 1).outcome,
+            Outcome::Offline
+        );
+        // Codes in a JSON body still count without the body check.
+        assert_eq!(
+            run_with(
+                &answer(200, r#"{"code":"CREDENTIALS_EXPIRED"}"#),
+                &e,
+                None,
+                1
+            )
+            .outcome,
+            Outcome::AuthRequired
+        );
+    }
+
+    #[test]
+    fn body_cut_at_the_cap_is_invalid() {
+        let a = Ok(Answer {
+            status: 200,
+            retry_after: None,
+            body: br#"{"status":"onl"#.to_vec(),
+            truncated: true,
+        });
+        let c = run(&a);
+        assert_eq!(
+            (c.outcome, kind(&c)),
+            (Outcome::Invalid, Some(ErrorKind::Body))
+        );
+        assert!(c.error.unwrap().message.contains("max_body"));
+        // ...even for a plain health URL.
+        let e = Expect {
+            json_pointer: None,
+            ..Expect::default()
+        };
+        assert_eq!(run_with(&a, &e, None, 1).outcome, Outcome::Invalid);
+        // A 503 with a huge body is still offline (status first).
+        let a = Ok(Answer {
+            status: 503,
+            retry_after: None,
+            body: vec![b'x'; 10],
+            truncated: true,
+        });
+        assert_eq!(run(&a).outcome, Outcome::Offline);
+    }
+
+    #[test]
+    fn binary_garbage_is_invalid_not_a_panic() {
+        let a = Ok(Answer {
+            status: 200,
+            retry_after: None,
+            body: vec![0xff, 0xfe, 0, 1, 2],
+            truncated: false,
+        });
+        assert_eq!(run(&a).outcome, Outcome::Invalid);
+    }
+}

@@ -1,0 +1,110 @@
+//! `connwatch check`: the plan a valid configuration makes.
+
+use crate::config::{format_duration, redact_url, Cadence, Config};
+use std::fmt::Write;
+
+/// A human-readable plan: each connection with its schedule, timeout and
+/// sinks; each sink; maintenance windows.
+pub fn plan(c: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration {} is valid", c.path.display());
+    let _ = writeln!(out, "database: {}", c.daemon.database.display());
+    let _ = writeln!(
+        out,
+        "retention: {}; max concurrent probes: {}; scheduler tick: {}",
+        format_duration(c.daemon.retention),
+        c.daemon.max_concurrent_probes,
+        format_duration(c.daemon.scheduler_tick)
+    );
+    if let Some(sb) = c.sandbox.as_ref().filter(|s| s.enabled) {
+        let _ = writeln!(out, "sandbox: serving on {}", sb.listen);
+    }
+    let _ = writeln!(out, "\n{} connection(s):", c.connections.len());
+    let rows: Vec<Vec<String>> = c
+        .connections
+        .iter()
+        .map(|k| {
+            let schedule = match &k.cadence {
+                Cadence::Interval(d) => format!("every {}", format_duration(*d)),
+                Cadence::Cron(e) => format!("cron {e}"),
+            };
+            let mut notes = Vec::new();
+            if k.tls.insecure {
+                notes.push("TLS NOT VERIFIED".to_string());
+            }
+            if k.tls.ca_file.is_some() {
+                notes.push("private CA".into());
+            }
+            if k.tls.client_cert.is_some() {
+                notes.push("client cert".into());
+            }
+            if k.expect.json_pointer.is_none() {
+                notes.push("no body check".into());
+            }
+            vec![
+                k.id.clone(),
+                schedule,
+                format_duration(k.timeout),
+                format!(
+                    "{}/{}",
+                    k.breaker.failure_threshold, k.breaker.success_threshold
+                ),
+                if k.sinks.is_empty() {
+                    "-".into()
+                } else {
+                    k.sinks.join(",")
+                },
+                format!("{} {}", k.method, redact_url(&k.url)),
+                notes.join("; "),
+            ]
+        })
+        .collect();
+    out.push_str(&super::table(
+        &[
+            "ID", "SCHEDULE", "TIMEOUT", "FAIL/OK", "SINKS", "REQUEST", "NOTES",
+        ],
+        &rows,
+    ));
+    let _ = writeln!(out, "\n{} sink(s):", c.sinks.len());
+    let rows: Vec<Vec<String>> = c
+        .sinks
+        .iter()
+        .map(|s| {
+            let target = match (&s.url, &s.path, s.command.first()) {
+                (Some(u), _, _) => redact_url(u),
+                (_, Some(p), _) => p.display().to_string(),
+                (_, _, Some(cmd)) => cmd.clone(),
+                _ => "stdout".into(),
+            };
+            let events = if s.events.is_empty() {
+                "*".to_string()
+            } else {
+                s.events.join(",")
+            };
+            vec![s.id.clone(), s.kind.as_str().into(), target, events]
+        })
+        .collect();
+    out.push_str(&super::table(&["ID", "KIND", "TARGET", "EVENTS"], &rows));
+    if !c.maintenance.is_empty() {
+        let _ = writeln!(out, "\n{} maintenance window(s):", c.maintenance.len());
+        let rows: Vec<Vec<String>> = c
+            .maintenance
+            .iter()
+            .map(|m| {
+                vec![
+                    m.schedule.clone(),
+                    format_duration(m.duration),
+                    m.connections
+                        .as_ref()
+                        .map(|v| v.join(","))
+                        .unwrap_or_else(|| "all".into()),
+                ]
+            })
+            .collect();
+        out.push_str(&super::table(
+            &["SCHEDULE", "DURATION", "CONNECTIONS"],
+            &rows,
+        ));
+    }
+    out
+}

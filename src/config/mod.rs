@@ -1,0 +1,397 @@
+//! Configuration: TOML file -> validated [`Config`] (PRODUCT §3).
+//!
+//! Loading runs in four steps, each reporting errors with file, line and
+//! column: TOML syntax (`toml_edit`), unknown keys with the nearest known key
+//! (the [`schema`] walk, which also records where every value sits), types
+//! (`serde`), then [`validate`]-ing values (ids, URLs, durations, cron,
+//! thresholds, references), which collects every problem it finds rather
+//! than stopping at the first.
+
+pub mod duration;
+pub mod env;
+pub mod error;
+pub mod raw;
+pub mod schema;
+pub mod secret;
+mod validate;
+pub use validate::{check_cron, check_whsec as validate_whsec, valid_id};
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, ConfigErrors};
+pub use secret::Secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// Default config path (PRODUCT §3).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/connwatch/connwatch.toml";
+pub const DEFAULT_DATABASE: &str = "/var/lib/connwatch/connwatch.db";
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 256;
+/// Due times are rounded up to this tick; everything due in one tick goes out
+/// in one wake-up.
+pub const DEFAULT_SCHEDULER_TICK: Duration = Duration::from_millis(10);
+/// Runs of online probes are kept in memory and written at most this long
+/// after they happened (non-online probes and transitions are written at once).
+pub const DEFAULT_HISTORY_FLUSH: Duration = Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// Largest `max_body` accepted: memory per in-flight probe is bounded by it.
+pub const MAX_MAX_BODY: usize = 16 * 1024 * 1024;
+pub const DEFAULT_AUTH_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 2;
+pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_OPEN_FOR: Duration = Duration::from_secs(600);
+pub const DEFAULT_WINDOW: u32 = 20;
+pub const DEFAULT_MIN_PROBES: u32 = 10;
+pub const DEFAULT_JSON_POINTER: &str = "/status";
+pub const DEFAULT_ONLINE: &[&str] = &["online", "ok", "up", "healthy", "active"];
+pub const DEFAULT_DEGRADED: &[&str] = &["degraded"];
+pub const DEFAULT_OFFLINE: &[&str] = &["offline", "error", "down", "failed"];
+pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SINK_MAX_AGE: Duration = Duration::from_secs(86_400);
+pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+pub const DEFAULT_SANDBOX_LISTEN: &str = "127.0.0.1:8089";
+/// Shortest interval accepted: below this a status endpoint is being load-tested.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from (relative paths inside resolve against its folder).
+    pub path: PathBuf,
+    pub daemon: Daemon,
+    pub connections: Vec<Connection>,
+    pub sinks: Vec<Sink>,
+    pub maintenance: Vec<Maintenance>,
+    pub sandbox: Option<Sandbox>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub database: PathBuf,
+    /// Accepted and validated; the audit log itself comes with the operations work.
+    pub audit_log: Option<PathBuf>,
+    /// Accepted and validated; the admin API comes with the operations work.
+    pub listen: Option<SocketAddr>,
+    /// Raw probe rows older than this are pruned; hourly rollups are kept a year.
+    pub retention: Duration,
+    pub max_concurrent_probes: usize,
+    pub log_format: LogFormat,
+    /// A `tracing` filter directive (`info`, `connwatch=debug`); `RUST_LOG` wins.
+    pub log_level: String,
+    pub scheduler_tick: Duration,
+    pub history_flush: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// When a connection is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cadence {
+    /// Fixed-rate, driven by the timer queue.
+    Interval(Duration),
+    /// A 6-field cron expression (seconds first), driven by tokio-cron-scheduler.
+    Cron(String),
+}
+
+impl std::fmt::Display for Cadence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cadence::Interval(d) => write!(f, "every {}", format_duration(*d)),
+            Cadence::Cron(c) => write!(f, "cron \"{c}\""),
+        }
+    }
+}
+
+/// What a good answer looks like (PRODUCT §1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    /// Accepted HTTP statuses; `None` = any 2xx.
+    pub status: Option<Vec<u16>>,
+    /// JSON pointer of the status field; `None` = no body check.
+    pub json_pointer: Option<String>,
+    /// Lower-cased status values for each outcome.
+    pub online: Vec<String>,
+    pub degraded: Vec<String>,
+    pub offline: Vec<String>,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Expect {
+            status: None,
+            json_pointer: Some(DEFAULT_JSON_POINTER.to_string()),
+            online: DEFAULT_ONLINE.iter().map(|s| s.to_string()).collect(),
+            degraded: DEFAULT_DEGRADED.iter().map(|s| s.to_string()).collect(),
+            offline: DEFAULT_OFFLINE.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Thresholds shared by health confirmation and the circuit breaker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breaker {
+    /// Consecutive failures that confirm a failure health (and open the circuit).
+    pub failure_threshold: u32,
+    /// Consecutive successes that confirm a return to online.
+    pub success_threshold: u32,
+    pub open_for: Duration,
+    pub max_open_for: Duration,
+    /// Failure rate over the last `window` probes that opens the circuit.
+    pub failure_rate: Option<f64>,
+    pub window: u32,
+    pub min_probes: u32,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            success_threshold: DEFAULT_SUCCESS_THRESHOLD,
+            open_for: DEFAULT_OPEN_FOR,
+            max_open_for: DEFAULT_MAX_OPEN_FOR,
+            failure_rate: None,
+            window: DEFAULT_WINDOW,
+            min_probes: DEFAULT_MIN_PROBES,
+        }
+    }
+}
+
+/// Per-connection TLS options (private CAs are common on-prem).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Skip certificate verification. Logged as a warning at start.
+    pub insecure: bool,
+}
+
+impl Tls {
+    pub fn is_default(&self) -> bool {
+        *self == Tls::default()
+    }
+}
+
+/// One watched connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub id: String,
+    pub name: Option<String>,
+    /// May carry credentials; print with [`redact_url`].
+    pub url: Url,
+    pub method: reqwest::Method,
+    /// Header values are secrets.
+    pub headers: Vec<(String, Secret)>,
+    pub body: Option<String>,
+    pub cadence: Cadence,
+    pub timeout: Duration,
+    pub degraded_after: Option<Duration>,
+    pub max_body: usize,
+    pub expect: Expect,
+    pub breaker: Breaker,
+    pub auth_interval: Duration,
+    /// Sink ids this connection's events go to (already defaulted to all).
+    pub sinks: Vec<String>,
+    /// Event types this connection emits; empty = all.
+    pub events: Vec<String>,
+    pub tls: Tls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    Webhook,
+    Pagerduty,
+    Alertmanager,
+    Slack,
+    Command,
+    Log,
+}
+
+impl SinkKind {
+    pub const ALL: [(&'static str, SinkKind); 6] = [
+        ("webhook", SinkKind::Webhook),
+        ("pagerduty", SinkKind::Pagerduty),
+        ("alertmanager", SinkKind::Alertmanager),
+        ("slack", SinkKind::Slack),
+        ("command", SinkKind::Command),
+        ("log", SinkKind::Log),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        SinkKind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+/// One `[[sink]]`.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub id: String,
+    pub kind: SinkKind,
+    pub url: Option<Url>,
+    /// Webhook signing secrets (`whsec_…`); several during rotation.
+    pub secrets: Vec<Secret>,
+    pub routing_key: Option<Secret>,
+    pub headers: Vec<(String, Secret)>,
+    pub labels: BTreeMap<String, String>,
+    /// Event types this sink receives; empty = all.
+    pub events: Vec<String>,
+    pub timeout: Duration,
+    pub max_age: Duration,
+    pub command: Vec<String>,
+    pub path: Option<PathBuf>,
+}
+
+/// One `[[maintenance]]` window.
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    /// `None` = every connection.
+    pub connections: Option<Vec<String>>,
+    pub schedule: String,
+    pub duration: Duration,
+}
+
+/// `[sandbox]` inside `run`.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub webhook_secret: Option<Secret>,
+}
+
+impl Config {
+    /// Loads and validates a file, expanding `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with_env(path, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], with the environment passed in (tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read configuration file: {e}"),
+            }])
+        })?;
+        Config::parse(path, &text, env)
+    }
+
+    /// Parses and validates `text` as if read from `path`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let loc = error::Locator::new(path, text);
+        let doc = toml_edit::ImDocument::parse(text.to_string())
+            .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
+        let (spans, unknown) = schema::walk(&doc, &loc);
+        if !unknown.is_empty() {
+            return Err(ConfigErrors(unknown));
+        }
+        let raw: raw::RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
+        validate::validate(raw, path, &spans, &loc, env)
+    }
+
+    pub fn connection(&self, id: &str) -> Option<&Connection> {
+        self.connections.iter().find(|c| c.id == id)
+    }
+}
+
+fn toml_message(m: &str) -> String {
+    let m = m.trim();
+    format!("invalid TOML: {m}")
+}
+
+/// A URL fit for logs and pages: userinfo removed, and the values of query
+/// parameters whose names look secret (`token`, `key`, `secret`, `password`,
+/// `signature`, `auth`, `sig`) replaced by `***`.
+pub fn redact_url(url: &Url) -> String {
+    let mut u = url.clone();
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("***");
+        let _ = u.set_password(None);
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = is_secret_name(&k);
+                (
+                    k.into_owned(),
+                    if secret { "***".into() } else { v.into_owned() },
+                )
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+/// Whether a parameter or header name looks like it carries a secret.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "token",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "signature",
+        "sig",
+        "credential",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+impl Connection {
+    /// A connection with every default, for `connwatch probe --url`.
+    pub fn adhoc(url: Url) -> Connection {
+        Connection {
+            id: "adhoc".into(),
+            name: None,
+            url,
+            method: reqwest::Method::GET,
+            headers: Vec::new(),
+            body: None,
+            cadence: Cadence::Interval(DEFAULT_INTERVAL),
+            timeout: DEFAULT_TIMEOUT,
+            degraded_after: None,
+            max_body: DEFAULT_MAX_BODY,
+            expect: Expect::default(),
+            breaker: Breaker::default(),
+            auth_interval: DEFAULT_AUTH_INTERVAL,
+            sinks: Vec::new(),
+            events: Vec::new(),
+            tls: Tls::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! The file as written: every key optional, no defaults applied. The schema
+//! walk has already rejected unknown keys; `deny_unknown_fields` stays as a
+//! second guard.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub daemon: Option<RawDaemon>,
+    pub defaults: Option<RawProbe>,
+    #[serde(default)]
+    pub connection: Vec<RawProbe>,
+    #[serde(default)]
+    pub sink: Vec<RawSink>,
+    #[serde(default)]
+    pub maintenance: Vec<RawMaintenance>,
+    pub sandbox: Option<RawSandbox>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub database: Option<String>,
+    pub audit_log: Option<String>,
+    pub listen: Option<String>,
+    pub retention: Option<String>,
+    pub max_concurrent_probes: Option<i64>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+    pub scheduler_tick: Option<String>,
+    pub history_flush: Option<String>,
+    pub shutdown_timeout: Option<String>,
+}
+
+/// One `[[connection]]`, or `[defaults]` (which the schema forbids `id`,
+/// `name` and `url` in).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub method: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub body: Option<String>,
+    pub interval: Option<String>,
+    pub schedule: Option<String>,
+    pub timeout: Option<String>,
+    pub degraded_after: Option<String>,
+    pub max_body: Option<ByteSize>,
+    pub expect: Option<RawExpect>,
+    pub breaker: Option<RawBreaker>,
+    pub auth_interval: Option<String>,
+    pub sinks: Option<Vec<String>>,
+    pub events: Option<Vec<String>>,
+    pub tls_ca_file: Option<String>,
+    pub tls_client_cert: Option<String>,
+    pub tls_client_key: Option<String>,
+    pub tls_insecure: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    pub status: Option<Vec<i64>>,
+    pub json_pointer: Option<String>,
+    pub online: Option<Vec<String>>,
+    pub degraded: Option<Vec<String>>,
+    pub offline: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failure_threshold: Option<i64>,
+    pub success_threshold: Option<i64>,
+    pub open_for: Option<String>,
+    pub max_open_for: Option<String>,
+    pub failure_rate: Option<f64>,
+    pub window: Option<i64>,
+    pub min_probes: Option<i64>,
+    pub auth_interval: Option<String>,
+}
+
+/// `max_body = 65536` or `max_body = "64KiB"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(i64),
+    Text(String),
+}
+
+/// A string or a list of strings (`secret`, `command`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    pub id: Option<String>,
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub secret: Option<OneOrMany>,
+    pub routing_key: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub events: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    pub max_age: Option<String>,
+    pub command: Option<OneOrMany>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    pub connections: Option<Vec<String>>,
+    pub schedule: Option<String>,
+    pub duration: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSandbox {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub webhook_secret: Option<String>,
+}

@@ -1,0 +1,371 @@
+//! The set of known keys, checked against the parsed document before any typed
+//! parsing, so that *every* unknown key is reported with its position and the
+//! nearest known key. The same walk records where each value sits, so later
+//! validation errors can point at the value's line and column.
+
+use super::error::{ConfigError, Locator};
+use std::collections::HashMap;
+use std::ops::Range;
+use toml_edit::{Item, Value};
+
+/// What may stand under a key.
+#[derive(Clone, Copy)]
+pub enum Shape {
+    /// A scalar or an array of scalars.
+    Leaf,
+    /// A table with these keys.
+    Table(&'static [Field]),
+    /// Array of tables, each with these keys.
+    Tables(&'static [Field]),
+    /// A table with free keys (headers, labels) whose values are leaves.
+    Map,
+}
+
+pub struct Field {
+    pub name: &'static str,
+    pub shape: Shape,
+}
+
+const fn leaf(name: &'static str) -> Field {
+    Field {
+        name,
+        shape: Shape::Leaf,
+    }
+}
+
+pub const EXPECT: &[Field] = &[
+    leaf("status"),
+    leaf("json_pointer"),
+    leaf("online"),
+    leaf("degraded"),
+    leaf("offline"),
+];
+
+pub const BREAKER: &[Field] = &[
+    leaf("failure_threshold"),
+    leaf("success_threshold"),
+    leaf("open_for"),
+    leaf("max_open_for"),
+    leaf("failure_rate"),
+    leaf("window"),
+    leaf("min_probes"),
+    leaf("auth_interval"),
+];
+
+/// Keys a connection may set; `[defaults]` takes the same minus identity.
+macro_rules! probe_keys {
+    ($($extra:expr),*) => {
+        &[
+            $($extra,)*
+            leaf("method"),
+            Field { name: "headers", shape: Shape::Map },
+            leaf("body"),
+            leaf("interval"),
+            leaf("schedule"),
+            leaf("timeout"),
+            leaf("degraded_after"),
+            leaf("max_body"),
+            Field { name: "expect", shape: Shape::Table(EXPECT) },
+            Field { name: "breaker", shape: Shape::Table(BREAKER) },
+            leaf("auth_interval"),
+            leaf("sinks"),
+            leaf("events"),
+            leaf("tls_ca_file"),
+            leaf("tls_client_cert"),
+            leaf("tls_client_key"),
+            leaf("tls_insecure"),
+        ]
+    };
+}
+
+pub const DEFAULTS: &[Field] = probe_keys!();
+pub const CONNECTION: &[Field] = probe_keys!(leaf("id"), leaf("name"), leaf("url"));
+
+pub const DAEMON: &[Field] = &[
+    leaf("database"),
+    leaf("audit_log"),
+    leaf("listen"),
+    leaf("retention"),
+    leaf("max_concurrent_probes"),
+    leaf("log_format"),
+    leaf("log_level"),
+    leaf("scheduler_tick"),
+    leaf("history_flush"),
+    leaf("shutdown_timeout"),
+];
+
+pub const SINK: &[Field] = &[
+    leaf("id"),
+    leaf("kind"),
+    leaf("url"),
+    leaf("secret"),
+    leaf("routing_key"),
+    Field {
+        name: "headers",
+        shape: Shape::Map,
+    },
+    Field {
+        name: "labels",
+        shape: Shape::Map,
+    },
+    leaf("events"),
+    leaf("timeout"),
+    leaf("max_age"),
+    leaf("command"),
+    leaf("path"),
+];
+
+pub const MAINTENANCE: &[Field] = &[leaf("connections"), leaf("schedule"), leaf("duration")];
+
+pub const SANDBOX: &[Field] = &[leaf("enabled"), leaf("listen"), leaf("webhook_secret")];
+
+pub const TOP: &[Field] = &[
+    Field {
+        name: "daemon",
+        shape: Shape::Table(DAEMON),
+    },
+    Field {
+        name: "defaults",
+        shape: Shape::Table(DEFAULTS),
+    },
+    Field {
+        name: "connection",
+        shape: Shape::Tables(CONNECTION),
+    },
+    Field {
+        name: "sink",
+        shape: Shape::Tables(SINK),
+    },
+    Field {
+        name: "maintenance",
+        shape: Shape::Tables(MAINTENANCE),
+    },
+    Field {
+        name: "sandbox",
+        shape: Shape::Table(SANDBOX),
+    },
+];
+
+/// Where each key and value sits, by path (`connection[2].breaker.open_for`).
+#[derive(Default, Debug)]
+pub struct Spans {
+    values: HashMap<String, Range<usize>>,
+    keys: HashMap<String, Range<usize>>,
+}
+
+impl Spans {
+    /// The value's span, else its key's, else the nearest parent's.
+    pub fn of(&self, path: &str) -> Option<Range<usize>> {
+        let mut p = path;
+        loop {
+            if let Some(r) = self.values.get(p).or_else(|| self.keys.get(p)) {
+                return Some(r.clone());
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+
+    /// The key's span (for "duplicate"/"conflict" errors that name the key).
+    pub fn key(&self, path: &str) -> Option<Range<usize>> {
+        self.keys.get(path).cloned().or_else(|| self.of(path))
+    }
+}
+
+/// Walks the document: records spans, reports unknown keys.
+pub fn walk(doc: &toml_edit::ImDocument<String>, loc: &Locator<'_>) -> (Spans, Vec<ConfigError>) {
+    let mut spans = Spans::default();
+    let mut errors = Vec::new();
+    let root: Vec<Entry<'_>> = table_entries(doc.as_table());
+    walk_entries(&root, TOP, "", &mut spans, &mut errors, loc);
+    errors.sort_by_key(|e| (e.line, e.column));
+    (spans, errors)
+}
+
+/// A key with its span and the node under it.
+struct Entry<'a> {
+    key: &'a str,
+    key_span: Option<Range<usize>>,
+    node: Node<'a>,
+}
+
+enum Node<'a> {
+    Item(&'a Item),
+    Value(&'a Value),
+}
+
+fn table_entries(t: &toml_edit::Table) -> Vec<Entry<'_>> {
+    t.iter()
+        .map(|(k, item)| Entry {
+            key: k,
+            key_span: t.key(k).and_then(|key| key.span()),
+            node: Node::Item(item),
+        })
+        .collect()
+}
+
+fn inline_entries(t: &toml_edit::InlineTable) -> Vec<Entry<'_>> {
+    t.iter()
+        .map(|(k, v)| Entry {
+            key: k,
+            key_span: t.key(k).and_then(|key| key.span()),
+            node: Node::Value(v),
+        })
+        .collect()
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn walk_entries(
+    entries: &[Entry<'_>],
+    fields: &'static [Field],
+    prefix: &str,
+    spans: &mut Spans,
+    errors: &mut Vec<ConfigError>,
+    loc: &Locator<'_>,
+) {
+    for e in entries {
+        let path = join(prefix, e.key);
+        if let Some(s) = &e.key_span {
+            spans.keys.insert(path.clone(), s.clone());
+        }
+        let value_span = match &e.node {
+            Node::Item(i) => i.span(),
+            Node::Value(v) => v.span(),
+        };
+        if let Some(s) = value_span {
+            spans.values.insert(path.clone(), s);
+        }
+        let Some(field) = fields.iter().find(|f| f.name == e.key) else {
+            let place = if prefix.is_empty() {
+                "at the top level".to_string()
+            } else {
+                format!("in [{}]", section_name(prefix))
+            };
+            let mut msg = format!("unknown key `{}` {place}", e.key);
+            if let Some(s) = suggest(e.key, fields) {
+                msg.push_str(&format!("; did you mean `{s}`?"));
+            }
+            errors.push(loc.error(e.key_span.clone(), msg));
+            continue;
+        };
+        match field.shape {
+            Shape::Leaf => {}
+            Shape::Map => {
+                for child in children(&e.node) {
+                    let p = join(&path, child.key);
+                    if let Some(s) = child.key_span.clone() {
+                        spans.keys.insert(p.clone(), s);
+                    }
+                    if let Some(s) = node_span(&child.node) {
+                        spans.values.insert(p, s);
+                    }
+                }
+            }
+            Shape::Table(sub) => {
+                let kids = children(&e.node);
+                walk_entries(&kids, sub, &path, spans, errors, loc);
+            }
+            Shape::Tables(sub) => {
+                for (i, t) in array_tables(&e.node).into_iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    if let Some(s) = t.1 {
+                        spans.values.insert(p.clone(), s);
+                    }
+                    walk_entries(&t.0, sub, &p, spans, errors, loc);
+                }
+            }
+        }
+    }
+}
+
+fn node_span(n: &Node<'_>) -> Option<Range<usize>> {
+    match n {
+        Node::Item(i) => i.span(),
+        Node::Value(v) => v.span(),
+    }
+}
+
+/// Entries of a (possibly inline) table; nothing for other nodes (the typed
+/// parse reports the wrong type).
+fn children<'a>(n: &Node<'a>) -> Vec<Entry<'a>> {
+    match n {
+        Node::Item(Item::Table(t)) => table_entries(t),
+        Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
+            inline_entries(t)
+        }
+        _ => Vec::new(),
+    }
+}
+
+type TableEntries<'a> = (Vec<Entry<'a>>, Option<Range<usize>>);
+
+fn array_tables<'a>(n: &Node<'a>) -> Vec<TableEntries<'a>> {
+    match n {
+        Node::Item(Item::ArrayOfTables(a)) => {
+            a.iter().map(|t| (table_entries(t), t.span())).collect()
+        }
+        Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| match v {
+                Value::InlineTable(t) => Some((inline_entries(t), v.span())),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `connection[2].breaker` -> `connection.breaker` (how a reader names it).
+fn section_name(path: &str) -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for c in path.chars() {
+        match c {
+            '[' => skip = true,
+            ']' => skip = false,
+            _ if !skip => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The nearest known key, if it is near enough to be a likely typo.
+pub fn suggest(unknown: &str, fields: &[Field]) -> Option<&'static str> {
+    let lower = unknown.to_ascii_lowercase();
+    fields
+        .iter()
+        .map(|f| (strsim::damerau_levenshtein(&lower, f.name), f.name))
+        .filter(|(d, name)| *d <= 2.max(name.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_near_keys_only() {
+        assert_eq!(suggest("intervall", CONNECTION), Some("interval"));
+        assert_eq!(suggest("tiemout", CONNECTION), Some("timeout"));
+        assert_eq!(suggest("URL", CONNECTION), Some("url"));
+        assert_eq!(
+            suggest("failure_treshold", BREAKER),
+            Some("failure_threshold")
+        );
+        assert_eq!(suggest("zzzzzzzz", CONNECTION), None);
+    }
+
+    #[test]
+    fn section_names_drop_indices() {
+        assert_eq!(section_name("connection[3].breaker"), "connection.breaker");
+    }
+}

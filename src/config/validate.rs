@@ -1,0 +1,1166 @@
+//! Raw file -> validated [`Config`]: defaults applied, `${VAR}` expanded,
+//! every value checked. Collects all problems, each at its value's position.
+
+use super::error::{ConfigError, ConfigErrors, Locator};
+use super::raw::{ByteSize, RawBreaker, RawConfig, RawExpect, RawProbe, RawSink};
+use super::schema::Spans;
+use super::*;
+use std::collections::{BTreeMap, HashSet};
+
+struct Ctx<'a> {
+    spans: &'a Spans,
+    loc: &'a Locator<'a>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, path: &str, msg: impl Into<String>) {
+        let e = self
+            .loc
+            .error(self.spans.of(path), format!("{path}: {}", msg.into()));
+        self.errors.push(e);
+    }
+
+    /// `${VAR}`-expanded string.
+    fn string(&mut self, s: &str, path: &str) -> Option<String> {
+        match env::expand(s, self.env) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, s: &str, path: &str) -> Option<Duration> {
+        let s = self.string(s, path)?;
+        match parse_duration(&s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    /// A duration within `[min, max]`.
+    fn duration_in(
+        &mut self,
+        s: &str,
+        path: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        let d = self.duration(s, path)?;
+        if d < min || d > max {
+            self.err(
+                path,
+                format!(
+                    "{} is out of range ({} to {})",
+                    format_duration(d),
+                    format_duration(min),
+                    format_duration(max)
+                ),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    fn int_in(&mut self, v: i64, path: &str, min: i64, max: i64) -> Option<i64> {
+        if v < min || v > max {
+            self.err(path, format!("{v} is out of range ({min} to {max})"));
+            None
+        } else {
+            Some(v)
+        }
+    }
+
+    /// A file path, expanded, relative paths resolved against the config's folder.
+    fn file_path(&mut self, s: &str, path: &str) -> Option<PathBuf> {
+        let s = self.string(s, path)?;
+        if s.is_empty() {
+            self.err(path, "empty path");
+            return None;
+        }
+        let p = PathBuf::from(s);
+        Some(if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        })
+    }
+
+    fn existing_file(&mut self, s: &str, path: &str) -> Option<PathBuf> {
+        let p = self.file_path(s, path)?;
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() => Some(p),
+            Ok(_) => {
+                self.err(path, format!("{} is not a file", p.display()));
+                None
+            }
+            Err(e) => {
+                self.err(path, format!("cannot read {}: {e}", p.display()));
+                None
+            }
+        }
+    }
+
+    fn url(&mut self, s: &str, path: &str) -> Option<Url> {
+        let s = self.string(s, path)?;
+        match Url::parse(&s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            Ok(u) => {
+                self.err(
+                    path,
+                    format!(
+                        "URL {} must be http:// or https:// with a host",
+                        redact_url(&u)
+                    ),
+                );
+                None
+            }
+            // The text may hold a secret: name the problem, not the value.
+            Err(e) => {
+                self.err(path, format!("invalid URL ({e})"));
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, s: &str, path: &str) -> Option<SocketAddr> {
+        let s = self.string(s, path)?;
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    path,
+                    format!("{s:?} is not an address like \"127.0.0.1:9185\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn cron(&mut self, s: &str, path: &str) -> Option<String> {
+        let s = self.string(s, path)?;
+        match check_cron(&s) {
+            Ok(()) => Some(s),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn headers(&mut self, map: &BTreeMap<String, String>, path: &str) -> Vec<(String, Secret)> {
+        let mut out = Vec::new();
+        for (name, value) in map {
+            let p = format!("{path}.{name}");
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.err(&p, format!("{name:?} is not a valid HTTP header name"));
+                continue;
+            }
+            let Some(v) = self.string(value, &p) else {
+                continue;
+            };
+            if reqwest::header::HeaderValue::from_str(&v).is_err() {
+                // Never echo the value: it is a secret.
+                self.err(&p, "header value has characters HTTP does not allow (control characters or newlines)");
+                continue;
+            }
+            out.push((name.clone(), Secret::new(v)));
+        }
+        out
+    }
+
+    fn event_filter(&mut self, list: &[String], path: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, e) in list.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let Some(e) = self.string(e, &p) else {
+                continue;
+            };
+            if crate::event::is_valid_filter(&e) {
+                out.push(e);
+            } else {
+                let near = crate::event::EVENT_TYPES
+                    .iter()
+                    .min_by_key(|t| strsim::levenshtein(t, &e))
+                    .copied()
+                    .unwrap_or("*");
+                self.err(
+                    &p,
+                    format!("unknown event type {e:?}; did you mean {near:?}?"),
+                );
+            }
+        }
+        if out.iter().any(|e| e == "*") {
+            Vec::new()
+        } else {
+            out
+        }
+    }
+
+    fn id(&mut self, id: Option<&String>, path: &str, what: &str) -> Option<String> {
+        let Some(id) = id else {
+            self.err(path, format!("{what} needs an `id`"));
+            return None;
+        };
+        let idp = format!("{path}.id");
+        let id = self.string(id, &idp)?;
+        if valid_id(&id) {
+            Some(id)
+        } else {
+            self.err(
+                &idp,
+                format!("id {id:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -"),
+            );
+            None
+        }
+    }
+}
+
+/// `[A-Za-z0-9_.-]{1,64}`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A cron expression as tokio-cron-scheduler reads it: exactly 6 fields,
+/// seconds first.
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    let n = expr.split_whitespace().count();
+    if n != 6 {
+        return Err(format!(
+            "cron expression {expr:?} has {n} fields; connwatch wants 6, seconds first (e.g. \"0 */5 * * * *\")"
+        ));
+    }
+    croner::Cron::new(expr)
+        .with_seconds_required()
+        .with_dom_and_dow()
+        .parse()
+        .map(|_| ())
+        .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
+}
+
+fn parse_byte_size(v: &ByteSize) -> Result<usize, String> {
+    let n: i64 = match v {
+        ByteSize::Bytes(n) => *n,
+        ByteSize::Text(t) => {
+            let t = t.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let num: i64 = num
+                .parse()
+                .map_err(|_| format!("{t:?} is not a size like \"64KiB\""))?;
+            let mult = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "kib" | "kb" | "k" => 1024,
+                "mib" | "mb" | "m" => 1024 * 1024,
+                other => return Err(format!("unknown size unit {other:?}; use B, KiB or MiB")),
+            };
+            num.saturating_mul(mult)
+        }
+    };
+    if n < 1 || n as u128 > MAX_MAX_BODY as u128 {
+        return Err(format!("{n} bytes is out of range (1 to {MAX_MAX_BODY})"));
+    }
+    Ok(n as usize)
+}
+
+/// Connection value if set, else the default; with the path it came from.
+fn pick<'a, T>(
+    c: &'a Option<T>,
+    d: Option<&'a Option<T>>,
+    cp: &str,
+    dp: &str,
+    key: &str,
+) -> Option<(&'a T, String)> {
+    if let Some(v) = c {
+        return Some((v, format!("{cp}.{key}")));
+    }
+    d.and_then(|d| d.as_ref())
+        .map(|v| (v, format!("{dp}.{key}")))
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    path: &Path,
+    spans: &Spans,
+    loc: &Locator<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut cx = Ctx {
+        spans,
+        loc,
+        env,
+        base_dir,
+        errors: Vec::new(),
+    };
+
+    let daemon = daemon(&mut cx, raw.daemon.unwrap_or_default());
+    let sinks = sinks(&mut cx, &raw.sink);
+    let sink_ids: Vec<String> = sinks.iter().map(|s| s.id.clone()).collect();
+    let defaults = raw.defaults.unwrap_or_default();
+    let mut connections = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, c) in raw.connection.iter().enumerate() {
+        let cp = format!("connection[{i}]");
+        if let Some(conn) = connection(&mut cx, c, &defaults, &cp, &sink_ids) {
+            if !seen.insert(conn.id.clone()) {
+                cx.err(
+                    &format!("{cp}.id"),
+                    format!("duplicate connection id {:?}", conn.id),
+                );
+                continue;
+            }
+            connections.push(conn);
+        }
+    }
+    let conn_ids: HashSet<&str> = connections.iter().map(|c| c.id.as_str()).collect();
+    let mut maintenance = Vec::new();
+    for (i, m) in raw.maintenance.iter().enumerate() {
+        let mp = format!("maintenance[{i}]");
+        let schedule = match &m.schedule {
+            Some(s) => cx.cron(s, &format!("{mp}.schedule")),
+            None => {
+                cx.err(
+                    &mp,
+                    "a maintenance window needs a `schedule` (cron, seconds first)",
+                );
+                None
+            }
+        };
+        let duration = match &m.duration {
+            Some(s) => cx.duration_in(
+                s,
+                &format!("{mp}.duration"),
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 86_400),
+            ),
+            None => {
+                cx.err(&mp, "a maintenance window needs a `duration`");
+                None
+            }
+        };
+        let mut names = None;
+        if let Some(list) = &m.connections {
+            let mut v = Vec::new();
+            for (j, id) in list.iter().enumerate() {
+                let p = format!("{mp}.connections[{j}]");
+                let Some(id) = cx.string(id, &p) else {
+                    continue;
+                };
+                if conn_ids.contains(id.as_str()) {
+                    v.push(id);
+                } else {
+                    cx.err(&p, format!("no connection with id {id:?}"));
+                }
+            }
+            names = Some(v);
+        }
+        if let (Some(schedule), Some(duration)) = (schedule, duration) {
+            maintenance.push(Maintenance {
+                connections: names,
+                schedule,
+                duration,
+            });
+        }
+    }
+    let sandbox = raw.sandbox.map(|s| {
+        let listen = s
+            .listen
+            .as_ref()
+            .and_then(|l| cx.socket_addr(l, "sandbox.listen"))
+            .unwrap_or_else(|| DEFAULT_SANDBOX_LISTEN.parse().expect("constant address"));
+        if !listen.ip().is_loopback() {
+            cx.err(
+                "sandbox.listen",
+                "the sandbox serves on loopback only (127.0.0.0/8 or ::1)",
+            );
+        }
+        let webhook_secret = s
+            .webhook_secret
+            .as_ref()
+            .and_then(|w| cx.string(w, "sandbox.webhook_secret"))
+            .and_then(|w| match check_whsec(&w) {
+                Ok(()) => Some(Secret::new(w)),
+                Err(e) => {
+                    cx.err("sandbox.webhook_secret", e);
+                    None
+                }
+            });
+        Sandbox {
+            enabled: s.enabled.unwrap_or(false),
+            listen,
+            webhook_secret,
+        }
+    });
+
+    if cx.errors.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            daemon,
+            connections,
+            sinks,
+            maintenance,
+            sandbox,
+        })
+    } else {
+        let mut errors = cx.errors;
+        errors.sort_by_key(|e| (e.line, e.column));
+        errors.dedup();
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// `whsec_` followed by base64 (Standard Webhooks).
+pub fn check_whsec(s: &str) -> Result<(), String> {
+    use base64::Engine;
+    let Some(b64) = s.strip_prefix("whsec_") else {
+        return Err("webhook secrets look like whsec_<base64>".into());
+    };
+    match base64::engine::general_purpose::STANDARD.decode(b64) {
+        Ok(bytes) if !bytes.is_empty() => Ok(()),
+        _ => Err("the part after whsec_ must be non-empty base64".into()),
+    }
+}
+
+fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon) -> Daemon {
+    let database = d
+        .database
+        .as_ref()
+        .and_then(|s| cx.file_path(s, "daemon.database"))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE));
+    let audit_log = d
+        .audit_log
+        .as_ref()
+        .and_then(|s| cx.file_path(s, "daemon.audit_log"));
+    let listen = d
+        .listen
+        .as_ref()
+        .and_then(|s| cx.socket_addr(s, "daemon.listen"));
+    let retention = d
+        .retention
+        .as_ref()
+        .and_then(|s| {
+            cx.duration_in(
+                s,
+                "daemon.retention",
+                Duration::from_secs(3600),
+                Duration::from_secs(3650 * 86_400),
+            )
+        })
+        .unwrap_or(DEFAULT_RETENTION);
+    let max_concurrent_probes = d
+        .max_concurrent_probes
+        .and_then(|n| cx.int_in(n, "daemon.max_concurrent_probes", 1, 100_000))
+        .map(|n| n as usize)
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_PROBES);
+    let log_format = match d.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            cx.err(
+                "daemon.log_format",
+                format!("{other:?} is not one of \"text\", \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    let log_level = match &d.log_level {
+        None => "info".to_string(),
+        Some(l) => match tracing_subscriber::EnvFilter::try_new(l) {
+            Ok(_) => l.clone(),
+            Err(e) => {
+                cx.err(
+                    "daemon.log_level",
+                    format!("invalid log level {l:?} ({e}); e.g. \"info\" or \"connwatch=debug\""),
+                );
+                "info".into()
+            }
+        },
+    };
+    let scheduler_tick = d
+        .scheduler_tick
+        .as_ref()
+        .and_then(|s| {
+            cx.duration_in(
+                s,
+                "daemon.scheduler_tick",
+                Duration::from_millis(1),
+                Duration::from_secs(1),
+            )
+        })
+        .unwrap_or(DEFAULT_SCHEDULER_TICK);
+    let history_flush = d
+        .history_flush
+        .as_ref()
+        .and_then(|s| {
+            cx.duration_in(
+                s,
+                "daemon.history_flush",
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+            )
+        })
+        .unwrap_or(DEFAULT_HISTORY_FLUSH);
+    let shutdown_timeout = d
+        .shutdown_timeout
+        .as_ref()
+        .and_then(|s| {
+            cx.duration_in(
+                s,
+                "daemon.shutdown_timeout",
+                Duration::from_secs(1),
+                Duration::from_secs(300),
+            )
+        })
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    Daemon {
+        database,
+        audit_log,
+        listen,
+        retention,
+        max_concurrent_probes,
+        log_format,
+        log_level,
+        scheduler_tick,
+        history_flush,
+        shutdown_timeout,
+    }
+}
+
+fn connection(
+    cx: &mut Ctx<'_>,
+    c: &RawProbe,
+    d: &RawProbe,
+    cp: &str,
+    sink_ids: &[String],
+) -> Option<Connection> {
+    let dp = "defaults";
+    let id = cx.id(c.id.as_ref(), cp, "every [[connection]]");
+    let name = c
+        .name
+        .as_ref()
+        .and_then(|n| cx.string(n, &format!("{cp}.name")));
+    let url = match &c.url {
+        Some(u) => cx.url(u, &format!("{cp}.url")),
+        None => {
+            cx.err(cp, "every [[connection]] needs a `url`");
+            None
+        }
+    };
+    let method = match pick(&c.method, Some(&d.method), cp, dp, "method") {
+        None => Some(reqwest::Method::GET),
+        Some((m, p)) => match reqwest::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                cx.err(&p, format!("{m:?} is not an HTTP method"));
+                None
+            }
+        },
+    };
+    // Headers merge: defaults first, the connection's own override by name.
+    let mut headers = d
+        .headers
+        .as_ref()
+        .map(|h| cx.headers(h, "defaults.headers"))
+        .unwrap_or_default();
+    if let Some(h) = &c.headers {
+        for (name, v) in cx.headers(h, &format!("{cp}.headers")) {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+            headers.push((name, v));
+        }
+    }
+    let body = pick(&c.body, Some(&d.body), cp, dp, "body").and_then(|(b, p)| cx.string(b, &p));
+
+    // A connection that sets either cadence key ignores both defaults.
+    let cadence = if c.interval.is_some() && c.schedule.is_some() {
+        cx.err(
+            &format!("{cp}.schedule"),
+            "set either `interval` or `schedule`, not both",
+        );
+        None
+    } else if c.interval.is_some() || c.schedule.is_some() {
+        cadence(cx, &c.interval, &c.schedule, cp)
+    } else if d.interval.is_some() && d.schedule.is_some() {
+        cx.err(
+            "defaults.schedule",
+            "set either `interval` or `schedule`, not both",
+        );
+        None
+    } else if d.interval.is_some() || d.schedule.is_some() {
+        cadence(cx, &d.interval, &d.schedule, dp)
+    } else {
+        Some(Cadence::Interval(DEFAULT_INTERVAL))
+    };
+    let timeout = pick(&c.timeout, Some(&d.timeout), cp, dp, "timeout")
+        .map(|(s, p)| cx.duration_in(s, &p, Duration::from_millis(1), Duration::from_secs(3600)))
+        .unwrap_or(Some(DEFAULT_TIMEOUT));
+    let degraded_after = match pick(
+        &c.degraded_after,
+        Some(&d.degraded_after),
+        cp,
+        dp,
+        "degraded_after",
+    ) {
+        None => Some(None),
+        Some((s, p)) => cx
+            .duration_in(s, &p, Duration::from_millis(1), Duration::from_secs(3600))
+            .map(Some),
+    };
+    let max_body = match pick(&c.max_body, Some(&d.max_body), cp, dp, "max_body") {
+        None => Some(DEFAULT_MAX_BODY),
+        Some((v, p)) => match parse_byte_size(v) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                cx.err(&p, e);
+                None
+            }
+        },
+    };
+    let expect = expect(cx, c.expect.as_ref(), d.expect.as_ref(), cp);
+    let (breaker, breaker_auth) = breaker(cx, c.breaker.as_ref(), d.breaker.as_ref(), cp);
+    let auth_interval = match pick(
+        &c.auth_interval,
+        Some(&d.auth_interval),
+        cp,
+        dp,
+        "auth_interval",
+    ) {
+        Some((s, p)) => cx.duration_in(s, &p, MIN_INTERVAL, Duration::from_secs(86_400)),
+        None => Some(breaker_auth.unwrap_or(DEFAULT_AUTH_INTERVAL)),
+    };
+    let sinks = match pick(&c.sinks, Some(&d.sinks), cp, dp, "sinks") {
+        None => sink_ids.to_vec(),
+        Some((list, p)) => {
+            let mut out = Vec::new();
+            for (i, s) in list.iter().enumerate() {
+                let ip = format!("{p}[{i}]");
+                let Some(s) = cx.string(s, &ip) else { continue };
+                if sink_ids.contains(&s) {
+                    out.push(s);
+                } else {
+                    let hint = sink_ids
+                        .iter()
+                        .min_by_key(|k| strsim::levenshtein(k, &s))
+                        .map(|k| format!("; did you mean {k:?}?"))
+                        .unwrap_or_else(|| "; no [[sink]] is defined".into());
+                    cx.err(&ip, format!("no sink with id {s:?}{hint}"));
+                }
+            }
+            out
+        }
+    };
+    let events = pick(&c.events, Some(&d.events), cp, dp, "events")
+        .map(|(l, p)| cx.event_filter(l, &p))
+        .unwrap_or_default();
+    let tls = tls(cx, c, d, cp);
+
+    if let (Some(Cadence::Interval(iv)), Some(t)) = (&cadence, timeout) {
+        if t > *iv * 10 {
+            cx.err(
+                &format!("{cp}.timeout"),
+                format!(
+                    "timeout {} is more than ten intervals ({})",
+                    format_duration(t),
+                    format_duration(*iv)
+                ),
+            );
+        }
+    }
+    Some(Connection {
+        id: id?,
+        name,
+        url: url?,
+        method: method?,
+        headers,
+        body,
+        cadence: cadence?,
+        timeout: timeout?,
+        degraded_after: degraded_after?,
+        max_body: max_body?,
+        expect: expect?,
+        breaker: breaker?,
+        auth_interval: auth_interval?,
+        sinks,
+        events,
+        tls: tls?,
+    })
+}
+
+fn cadence(
+    cx: &mut Ctx<'_>,
+    interval: &Option<String>,
+    schedule: &Option<String>,
+    at: &str,
+) -> Option<Cadence> {
+    if let Some(s) = interval {
+        cx.duration_in(
+            s,
+            &format!("{at}.interval"),
+            MIN_INTERVAL,
+            Duration::from_secs(86_400),
+        )
+        .map(Cadence::Interval)
+    } else {
+        let s = schedule.as_ref()?;
+        cx.cron(s, &format!("{at}.schedule")).map(Cadence::Cron)
+    }
+}
+
+fn value_list(cx: &mut Ctx<'_>, l: &[String], p: &str) -> Option<Vec<String>> {
+    if l.is_empty() {
+        cx.err(p, "the list is empty");
+        return None;
+    }
+    Some(l.iter().map(|s| s.to_ascii_lowercase()).collect())
+}
+
+fn expect(
+    cx: &mut Ctx<'_>,
+    c: Option<&RawExpect>,
+    d: Option<&RawExpect>,
+    cp: &str,
+) -> Option<Expect> {
+    let none = RawExpect::default();
+    let c = c.unwrap_or(&none);
+    let dd = d.map(|d| d.clone()).unwrap_or_default();
+    let cpe = format!("{cp}.expect");
+    let dpe = "defaults.expect";
+    let mut e = Expect::default();
+    let mut ok = true;
+    if let Some((list, p)) = pick(&c.status, Some(&dd.status), &cpe, dpe, "status") {
+        if list.is_empty() {
+            cx.err(&p, "the list is empty");
+            ok = false;
+        }
+        let mut v = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            match cx.int_in(*s, &format!("{p}[{i}]"), 100, 599) {
+                Some(s) => v.push(s as u16),
+                None => ok = false,
+            }
+        }
+        e.status = Some(v);
+    }
+    if let Some((ptr, p)) = pick(
+        &c.json_pointer,
+        Some(&dd.json_pointer),
+        &cpe,
+        dpe,
+        "json_pointer",
+    ) {
+        match cx.string(ptr, &p) {
+            Some(s) if s.is_empty() => e.json_pointer = None,
+            Some(s) if s.starts_with('/') => e.json_pointer = Some(s),
+            Some(s) => {
+                cx.err(&p, format!("JSON pointer {s:?} must start with \"/\" (or be \"\" to turn the body check off)"));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    for (key, slot) in [("online", 0), ("degraded", 1), ("offline", 2)] {
+        let (cv, dv) = match slot {
+            0 => (&c.online, &dd.online),
+            1 => (&c.degraded, &dd.degraded),
+            _ => (&c.offline, &dd.offline),
+        };
+        if let Some((l, p)) = pick(cv, Some(dv), &cpe, dpe, key) {
+            match value_list(cx, l, &p) {
+                Some(v) => match slot {
+                    0 => e.online = v,
+                    1 => e.degraded = v,
+                    _ => e.offline = v,
+                },
+                None => ok = false,
+            }
+        }
+    }
+    for v in &e.online {
+        if e.degraded.contains(v) || e.offline.contains(v) {
+            cx.err(
+                &cpe,
+                format!("status value {v:?} is listed for more than one outcome"),
+            );
+            ok = false;
+        }
+    }
+    for v in &e.degraded {
+        if e.offline.contains(v) {
+            cx.err(
+                &cpe,
+                format!("status value {v:?} is listed for more than one outcome"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(e)
+}
+
+/// The breaker table; the second value is `breaker.auth_interval` if set.
+fn breaker(
+    cx: &mut Ctx<'_>,
+    c: Option<&RawBreaker>,
+    d: Option<&RawBreaker>,
+    cp: &str,
+) -> (Option<Breaker>, Option<Duration>) {
+    let none = RawBreaker::default();
+    let c = c.unwrap_or(&none);
+    let dd = d.cloned().unwrap_or_default();
+    let cpb = format!("{cp}.breaker");
+    let dpb = "defaults.breaker";
+    let mut b = Breaker::default();
+    let mut ok = true;
+    let mut int = |cx: &mut Ctx<'_>,
+                   cv: &Option<i64>,
+                   dv: &Option<i64>,
+                   key: &str,
+                   min: i64,
+                   max: i64,
+                   slot: &mut u32| {
+        if let Some((v, p)) = pick(cv, Some(dv), &cpb, dpb, key) {
+            match cx.int_in(*v, &p, min, max) {
+                Some(v) => *slot = v as u32,
+                None => ok = false,
+            }
+        }
+    };
+    int(
+        cx,
+        &c.failure_threshold,
+        &dd.failure_threshold,
+        "failure_threshold",
+        1,
+        100,
+        &mut b.failure_threshold,
+    );
+    int(
+        cx,
+        &c.success_threshold,
+        &dd.success_threshold,
+        "success_threshold",
+        1,
+        100,
+        &mut b.success_threshold,
+    );
+    int(cx, &c.window, &dd.window, "window", 1, 1000, &mut b.window);
+    int(
+        cx,
+        &c.min_probes,
+        &dd.min_probes,
+        "min_probes",
+        1,
+        1000,
+        &mut b.min_probes,
+    );
+    let dur = |cx: &mut Ctx<'_>,
+               cv: &Option<String>,
+               dv: &Option<String>,
+               key: &str,
+               slot: &mut Duration|
+     -> bool {
+        if let Some((v, p)) = pick(cv, Some(dv), &cpb, dpb, key) {
+            match cx.duration_in(
+                v,
+                &p,
+                Duration::from_millis(100),
+                Duration::from_secs(7 * 86_400),
+            ) {
+                Some(d) => *slot = d,
+                None => return false,
+            }
+        }
+        true
+    };
+    let ok1 = dur(cx, &c.open_for, &dd.open_for, "open_for", &mut b.open_for);
+    let ok2 = dur(
+        cx,
+        &c.max_open_for,
+        &dd.max_open_for,
+        "max_open_for",
+        &mut b.max_open_for,
+    );
+    let mut auth = None;
+    if let Some((v, p)) = pick(
+        &c.auth_interval,
+        Some(&dd.auth_interval),
+        &cpb,
+        dpb,
+        "auth_interval",
+    ) {
+        auth = cx.duration_in(v, &p, MIN_INTERVAL, Duration::from_secs(86_400));
+    }
+    if let Some((r, p)) = pick(
+        &c.failure_rate,
+        Some(&dd.failure_rate),
+        &cpb,
+        dpb,
+        "failure_rate",
+    ) {
+        if r.is_finite() && *r > 0.0 && *r <= 1.0 {
+            b.failure_rate = Some(*r);
+        } else {
+            cx.err(
+                &p,
+                format!("{r} is out of range (a fraction above 0, at most 1)"),
+            );
+            ok = false;
+        }
+    }
+    if ok && b.min_probes > b.window {
+        cx.err(
+            &cpb,
+            format!(
+                "min_probes ({}) is larger than window ({})",
+                b.min_probes, b.window
+            ),
+        );
+        ok = false;
+    }
+    if ok1 && ok2 && b.max_open_for < b.open_for {
+        cx.err(&cpb, "max_open_for is shorter than open_for");
+        ok = false;
+    }
+    ((ok && ok1 && ok2).then_some(b), auth)
+}
+
+fn tls(cx: &mut Ctx<'_>, c: &RawProbe, d: &RawProbe, cp: &str) -> Option<Tls> {
+    let dp = "defaults";
+    let mut t = Tls::default();
+    let mut ok = true;
+    for (key, cv, dv) in [
+        ("tls_ca_file", &c.tls_ca_file, &d.tls_ca_file),
+        ("tls_client_cert", &c.tls_client_cert, &d.tls_client_cert),
+        ("tls_client_key", &c.tls_client_key, &d.tls_client_key),
+    ] {
+        if let Some((v, p)) = pick(cv, Some(dv), cp, dp, key) {
+            match cx.existing_file(v, &p) {
+                Some(f) => match key {
+                    "tls_ca_file" => t.ca_file = Some(f),
+                    "tls_client_cert" => t.client_cert = Some(f),
+                    _ => t.client_key = Some(f),
+                },
+                None => ok = false,
+            }
+        }
+    }
+    if ok && t.client_cert.is_some() != t.client_key.is_some() {
+        cx.err(
+            cp,
+            "tls_client_cert and tls_client_key go together: set both or neither",
+        );
+        ok = false;
+    }
+    t.insecure = pick(
+        &c.tls_insecure,
+        Some(&d.tls_insecure),
+        cp,
+        dp,
+        "tls_insecure",
+    )
+    .map(|(v, _)| *v)
+    .unwrap_or(false);
+    ok.then_some(t)
+}
+
+fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
+    let mut out: Vec<Sink> = Vec::new();
+    for (i, s) in raw.iter().enumerate() {
+        let sp = format!("sink[{i}]");
+        let Some(id) = cx.id(s.id.as_ref(), &sp, "every [[sink]]") else {
+            continue;
+        };
+        if out.iter().any(|o| o.id == id) {
+            cx.err(&format!("{sp}.id"), format!("duplicate sink id {id:?}"));
+            continue;
+        }
+        let kind = match s.kind.as_deref() {
+            None => {
+                cx.err(&sp, "every [[sink]] needs a `kind` (webhook, pagerduty, alertmanager, slack, command, log)");
+                continue;
+            }
+            Some(k) => match SinkKind::ALL.iter().find(|(n, _)| *n == k) {
+                Some((_, kind)) => *kind,
+                None => {
+                    cx.err(&format!("{sp}.kind"), format!("unknown sink kind {k:?}; use webhook, pagerduty, alertmanager, slack, command or log"));
+                    continue;
+                }
+            },
+        };
+        // Keys that only some kinds read: refuse them elsewhere, so a key never
+        // sits in a file doing nothing.
+        let applies: &[&str] = match kind {
+            SinkKind::Webhook => &["url", "secret", "headers"],
+            SinkKind::Pagerduty => &["url", "routing_key"],
+            SinkKind::Alertmanager => &["url", "labels", "headers"],
+            SinkKind::Slack => &["url"],
+            SinkKind::Command => &["command"],
+            SinkKind::Log => &["path"],
+        };
+        let present = [
+            ("url", s.url.is_some()),
+            ("secret", s.secret.is_some()),
+            ("routing_key", s.routing_key.is_some()),
+            ("headers", s.headers.is_some()),
+            ("labels", s.labels.is_some()),
+            ("command", s.command.is_some()),
+            ("path", s.path.is_some()),
+        ];
+        let mut ok = true;
+        for (key, there) in present {
+            if there && !applies.contains(&key) {
+                cx.err(
+                    &format!("{sp}.{key}"),
+                    format!("`{key}` does not apply to a {} sink", kind.as_str()),
+                );
+                ok = false;
+            }
+        }
+        let url = match (&s.url, kind) {
+            (Some(u), _) => cx.url(u, &format!("{sp}.url")),
+            (None, SinkKind::Pagerduty) => {
+                Some(Url::parse(DEFAULT_PAGERDUTY_URL).expect("constant URL"))
+            }
+            (None, SinkKind::Webhook | SinkKind::Alertmanager | SinkKind::Slack) => {
+                cx.err(&sp, format!("a {} sink needs a `url`", kind.as_str()));
+                ok = false;
+                None
+            }
+            (None, _) => None,
+        };
+        let mut secrets = Vec::new();
+        if let Some(sec) = &s.secret {
+            for (j, v) in sec.clone().into_vec().iter().enumerate() {
+                let p = format!("{sp}.secret");
+                let Some(v) = cx.string(v, &p) else {
+                    ok = false;
+                    continue;
+                };
+                match check_whsec(&v) {
+                    Ok(()) => secrets.push(Secret::new(v)),
+                    Err(e) => {
+                        cx.err(&p, format!("secret #{}: {e}", j + 1));
+                        ok = false;
+                    }
+                }
+            }
+        }
+        let routing_key = match (&s.routing_key, kind) {
+            (Some(k), _) => cx.string(k, &format!("{sp}.routing_key")).and_then(|k| {
+                if k.trim().is_empty() {
+                    cx.err(&format!("{sp}.routing_key"), "routing_key is empty");
+                    None
+                } else {
+                    Some(Secret::new(k))
+                }
+            }),
+            (None, SinkKind::Pagerduty) => {
+                cx.err(&sp, "a pagerduty sink needs a `routing_key`");
+                None
+            }
+            _ => None,
+        };
+        if kind == SinkKind::Pagerduty && routing_key.is_none() {
+            ok = false;
+        }
+        let headers = s
+            .headers
+            .as_ref()
+            .map(|h| cx.headers(h, &format!("{sp}.headers")))
+            .unwrap_or_default();
+        let mut labels = BTreeMap::new();
+        for (k, v) in s.labels.iter().flatten() {
+            if let Some(v) = cx.string(v, &format!("{sp}.labels.{k}")) {
+                labels.insert(k.clone(), v);
+            }
+        }
+        let events = s
+            .events
+            .as_ref()
+            .map(|l| cx.event_filter(l, &format!("{sp}.events")))
+            .unwrap_or_default();
+        let timeout = s
+            .timeout
+            .as_ref()
+            .and_then(|t| {
+                cx.duration_in(
+                    t,
+                    &format!("{sp}.timeout"),
+                    Duration::from_millis(100),
+                    Duration::from_secs(600),
+                )
+            })
+            .unwrap_or(DEFAULT_SINK_TIMEOUT);
+        let max_age = s
+            .max_age
+            .as_ref()
+            .and_then(|t| {
+                cx.duration_in(
+                    t,
+                    &format!("{sp}.max_age"),
+                    Duration::from_secs(60),
+                    Duration::from_secs(30 * 86_400),
+                )
+            })
+            .unwrap_or(DEFAULT_SINK_MAX_AGE);
+        let command: Vec<String> = match (&s.command, kind) {
+            (Some(c), _) => c
+                .clone()
+                .into_vec()
+                .iter()
+                .filter_map(|a| cx.string(a, &format!("{sp}.command")))
+                .collect(),
+            (None, SinkKind::Command) => {
+                cx.err(
+                    &sp,
+                    "a command sink needs a `command` (a program path, or [program, args…])",
+                );
+                ok = false;
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        if kind == SinkKind::Command
+            && s.command.is_some()
+            && command.first().is_none_or(|c| c.is_empty())
+        {
+            cx.err(&format!("{sp}.command"), "the command is empty");
+            ok = false;
+        }
+        let path = s
+            .path
+            .as_ref()
+            .and_then(|p| cx.file_path(p, &format!("{sp}.path")));
+        if ok {
+            out.push(Sink {
+                id,
+                kind,
+                url,
+                secrets,
+                routing_key,
+                headers,
+                labels,
+                events,
+                timeout,
+                max_age,
+                command,
+                path,
+            });
+        }
+    }
+    out
+}

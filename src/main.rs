@@ -1,0 +1,269 @@
+//! The `connwatch` command: a thin shell over the library. Exit codes:
+//! 0 ok, 1 runtime failure, 2 usage or configuration error.
+
+use clap::{Parser, Subcommand};
+use connwatch::config::{
+    Config, ConfigErrors, Connection, DEFAULT_CONFIG_PATH, DEFAULT_SANDBOX_LISTEN,
+};
+use connwatch::store::{query, retention, Store};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "connwatch",
+    version,
+    about = "Connection-health monitor for integration platforms"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "CONNWATCH_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run,
+    /// Validate the configuration and print the plan; exit 2 on errors.
+    Check,
+    /// Every connection: health, circuit, since, last probe.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Probes and transitions of one connection.
+    History {
+        id: String,
+        /// How far back (e.g. 30m, 1h, 7d).
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// At most this many lines (newest kept).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One probe now, classified; writes nothing.
+    Probe {
+        /// A configured connection.
+        #[arg(required_unless_present = "url", conflicts_with = "url")]
+        id: Option<String>,
+        /// Probe this URL with default settings instead.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Simulated status API and webhook receiver on loopback.
+    Sandbox {
+        #[arg(long, default_value = DEFAULT_SANDBOX_LISTEN)]
+        listen: SocketAddr,
+        /// whsec_… secret to verify webhook signatures with.
+        #[arg(long, env = "CONNWATCH_SANDBOX_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: Option<String>,
+    },
+    /// Apply retention now.
+    Prune,
+}
+
+/// What went wrong, and which exit code it earns.
+enum Failure {
+    Usage(String),
+    Config(ConfigErrors),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        match e.downcast::<connwatch::app::SetupError>() {
+            Ok(s) => Failure::Usage(s.0),
+            Err(e) => Failure::Runtime(e),
+        }
+    }
+}
+
+impl From<connwatch::store::StoreError> for Failure {
+    fn from(e: connwatch::store::StoreError) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Config(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(Failure::Config)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(e.into()))
+}
+
+fn init_logs(level: &str, format: connwatch::config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        connwatch::config::LogFormat::Json => b.json().flatten_event(true).init(),
+        connwatch::config::LogFormat::Text => b.init(),
+    }
+}
+
+fn real_main(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run => {
+            let config = load(&cli.config)?;
+            init_logs(&config.daemon.log_level, config.daemon.log_format);
+            runtime()?.block_on(connwatch::app::run(config))?;
+            Ok(())
+        }
+        Command::Check => {
+            let config = load(&cli.config)?;
+            print!("{}", connwatch::cli::check::plan(&config));
+            Ok(())
+        }
+        Command::Status { json } => {
+            let config = load(&cli.config)?;
+            let store = Store::open_read_only(&config.daemon.database)?;
+            let rows = query::status(&store)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| Failure::Runtime(e.into()))?
+                );
+            } else {
+                print!(
+                    "{}",
+                    connwatch::cli::status::render(&rows, connwatch::model::now_ms())
+                );
+            }
+            Ok(())
+        }
+        Command::History {
+            id,
+            since,
+            limit,
+            json,
+        } => {
+            let since = connwatch::config::parse_duration(&since)
+                .map_err(|e| Failure::Usage(format!("--since: {e}")))?;
+            let config = load(&cli.config)?;
+            let store = Store::open_read_only(&config.daemon.database)?;
+            let key = store.key_of(&id)?.ok_or_else(|| {
+                Failure::Usage(format!(
+                    "no connection {id:?} in {}",
+                    config.daemon.database.display()
+                ))
+            })?;
+            let from = connwatch::model::now_ms() - since.as_millis() as i64;
+            let items = query::history(&store, key, from, limit)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&items).map_err(|e| Failure::Runtime(e.into()))?
+                );
+            } else {
+                print!("{}", connwatch::cli::history::render(&items));
+            }
+            Ok(())
+        }
+        Command::Probe { id, url, json } => {
+            let conn = match (id, url) {
+                (_, Some(u)) => {
+                    let url = url::Url::parse(&u)
+                        .map_err(|e| Failure::Usage(format!("--url: invalid URL ({e})")))?;
+                    if !matches!(url.scheme(), "http" | "https") {
+                        return Err(Failure::Usage(
+                            "--url: only http:// and https:// URLs".into(),
+                        ));
+                    }
+                    Connection::adhoc(url)
+                }
+                (Some(id), None) => {
+                    let config = load(&cli.config)?;
+                    config.connection(&id).cloned().ok_or_else(|| {
+                        Failure::Usage(format!("no connection {id:?} in {}", cli.config.display()))
+                    })?
+                }
+                (None, None) => return Err(Failure::Usage("give a connection id or --url".into())),
+            };
+            let c = runtime()?
+                .block_on(connwatch::cli::probe::once(&conn))
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            print!(
+                "{}",
+                connwatch::cli::probe::render(
+                    &conn.id,
+                    &connwatch::config::redact_url(&conn.url),
+                    &c,
+                    json
+                )
+            );
+            Ok(())
+        }
+        Command::Sandbox {
+            listen,
+            webhook_secret,
+        } => {
+            if !listen.ip().is_loopback() {
+                return Err(Failure::Usage(
+                    "--listen: the sandbox serves on loopback only".into(),
+                ));
+            }
+            if let Some(s) = &webhook_secret {
+                connwatch::config::validate_whsec(s)
+                    .map_err(|e| Failure::Usage(format!("--webhook-secret: {e}")))?;
+            }
+            init_logs("info", connwatch::config::LogFormat::Text);
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                    Failure::Runtime(anyhow::anyhow!("cannot listen on {listen}: {e}"))
+                })?;
+                eprintln!("sandbox serving on http://{listen}/ (Ctrl-C to stop)");
+                let opts = connwatch::sandbox::Options {
+                    webhook_secret: webhook_secret.map(connwatch::config::Secret::new),
+                };
+                connwatch::sandbox::serve(listener, opts, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .map_err(|e| Failure::Runtime(e.into()))
+            })
+        }
+        Command::Prune => {
+            let config = load(&cli.config)?;
+            let store = Store::open(&config.daemon.database)?;
+            let p = retention::prune(&store, config.daemon.retention, connwatch::model::now_ms())?;
+            println!(
+                "pruned {} probe rows, {} online runs, {} transitions, {} rollups",
+                p.probes, p.probe_runs, p.transitions, p.rollups
+            );
+            Ok(())
+        }
+    }
+}

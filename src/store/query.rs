@@ -1,0 +1,289 @@
+//! Reads behind `status` and `history`. They run on a read-only connection
+//! while the daemon writes (WAL lets readers and the writer proceed together).
+
+use super::{sq, Result, Store};
+use crate::model::{Outcome, ProbeError, UnixMs};
+use crate::store::writer::stored_error;
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+/// One line of `connwatch status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    pub id: String,
+    pub name: Option<String>,
+    pub health: String,
+    pub circuit: String,
+    /// When the current health was confirmed (RFC 3339), if ever.
+    pub since: Option<String>,
+    pub last_outcome: Option<String>,
+    pub last_probe_at: Option<String>,
+    pub last_latency_ms: Option<i64>,
+    pub last_error: Option<ProbeError>,
+    pub consecutive_failures: i64,
+    #[serde(skip)]
+    pub since_ms: Option<UnixMs>,
+    #[serde(skip)]
+    pub last_probe_ms: Option<UnixMs>,
+}
+
+/// Every configured connection (or those named), in id order.
+pub fn status(store: &Store) -> Result<Vec<StatusRow>> {
+    let p = &store.path;
+    let mut stmt = store
+        .db
+        .prepare(
+            "SELECT key, id, name, health, health_since, circuit, consecutive_failures
+             FROM connections WHERE configured = 1 ORDER BY id",
+        )
+        .map_err(|e| sq(p, e))?;
+    let rows: Vec<(
+        i64,
+        String,
+        Option<String>,
+        String,
+        Option<i64>,
+        String,
+        i64,
+    )> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .map_err(|e| sq(p, e))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| sq(p, e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (key, id, name, health, since, circuit, cf) in rows {
+        let last = last_probe(store, key)?;
+        out.push(StatusRow {
+            id,
+            name,
+            health,
+            circuit,
+            since: since.map(crate::model::rfc3339),
+            last_outcome: last.as_ref().map(|l| l.outcome.as_str().to_string()),
+            last_probe_at: last.as_ref().map(|l| crate::model::rfc3339(l.at)),
+            last_latency_ms: last.as_ref().map(|l| l.latency_ms),
+            last_error: last.as_ref().and_then(|l| l.error.clone()),
+            consecutive_failures: cf,
+            since_ms: since,
+            last_probe_ms: last.as_ref().map(|l| l.at),
+        });
+    }
+    Ok(out)
+}
+
+struct Last {
+    at: UnixMs,
+    outcome: Outcome,
+    latency_ms: i64,
+    error: Option<ProbeError>,
+}
+
+/// The latest recorded probe: the newer of the last full probe row and the
+/// end of the last online run.
+fn last_probe(store: &Store, key: i64) -> Result<Option<Last>> {
+    let p = &store.path;
+    let full = store
+        .db
+        .prepare_cached(
+            "SELECT at, outcome, latency_ms, error_kind, error_message, http_status FROM probes
+             WHERE conn = ?1 ORDER BY at DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([key], |r| {
+                Ok(Last {
+                    at: r.get(0)?,
+                    outcome: Outcome::from_code(r.get(1)?).unwrap_or(Outcome::Invalid),
+                    latency_ms: r.get(2)?,
+                    error: stored_error(r.get(3)?, r.get(4)?, r.get(5)?),
+                })
+            })
+            .optional()
+        })
+        .map_err(|e| sq(p, e))?;
+    let run = store
+        .db
+        .prepare_cached(
+            "SELECT last_at, latency_max FROM probe_runs WHERE conn = ?1 ORDER BY last_at DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([key], |r| {
+                Ok(Last { at: r.get(0)?, outcome: Outcome::Online, latency_ms: r.get(1)?, error: None })
+            })
+            .optional()
+        })
+        .map_err(|e| sq(p, e))?;
+    // An online transition is written before its run is flushed.
+    let tr = store
+        .db
+        .prepare_cached(
+            "SELECT at, latency_ms FROM transitions WHERE conn = ?1 AND current = 'online' ORDER BY at DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([key], |r| {
+                Ok(Last { at: r.get(0)?, outcome: Outcome::Online, latency_ms: r.get::<_, Option<i64>>(1)?.unwrap_or(0), error: None })
+            })
+            .optional()
+        })
+        .map_err(|e| sq(p, e))?;
+    Ok([full, run, tr].into_iter().flatten().max_by_key(|l| l.at))
+}
+
+/// One line of `connwatch history`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HistoryItem {
+    /// A probe that was not online.
+    Probe {
+        at: String,
+        outcome: Outcome,
+        latency_ms: i64,
+        http_status: Option<i64>,
+        error: Option<ProbeError>,
+        #[serde(skip)]
+        at_ms: UnixMs,
+    },
+    /// A run of consecutive online probes, collapsed.
+    OnlineRun {
+        at: String,
+        until: String,
+        count: i64,
+        latency_ms_min: i64,
+        latency_ms_avg: i64,
+        latency_ms_max: i64,
+        #[serde(skip)]
+        at_ms: UnixMs,
+    },
+    /// A confirmed health change.
+    Transition {
+        at: String,
+        previous: String,
+        current: String,
+        error: Option<ProbeError>,
+        consecutive_failures: i64,
+        #[serde(skip)]
+        at_ms: UnixMs,
+    },
+}
+
+impl HistoryItem {
+    pub fn at_ms(&self) -> UnixMs {
+        match self {
+            HistoryItem::Probe { at_ms, .. }
+            | HistoryItem::OnlineRun { at_ms, .. }
+            | HistoryItem::Transition { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+/// Probes, online runs and transitions of one connection since `since`, oldest first.
+pub fn history(store: &Store, key: i64, since: UnixMs, limit: usize) -> Result<Vec<HistoryItem>> {
+    let p = &store.path;
+    let rfc = crate::model::rfc3339;
+    let mut items = Vec::new();
+    let mut s = store
+        .db
+        .prepare(
+            "SELECT at, outcome, latency_ms, http_status, error_kind, error_message FROM probes
+             WHERE conn = ?1 AND at >= ?2 ORDER BY at DESC LIMIT ?3",
+        )
+        .map_err(|e| sq(p, e))?;
+    let rows = s
+        .query_map(params![key, since, limit as i64], |r| {
+            let at: i64 = r.get(0)?;
+            let status: Option<i64> = r.get(3)?;
+            Ok(HistoryItem::Probe {
+                at: rfc(at),
+                outcome: Outcome::from_code(r.get(1)?).unwrap_or(Outcome::Invalid),
+                latency_ms: r.get(2)?,
+                http_status: status,
+                error: stored_error(
+                    r.get(4)?,
+                    r.get(5)?,
+                    status.and_then(|s| u16::try_from(s).ok()),
+                ),
+                at_ms: at,
+            })
+        })
+        .map_err(|e| sq(p, e))?;
+    for r in rows {
+        items.push(r.map_err(|e| sq(p, e))?);
+    }
+    let mut s = store
+        .db
+        .prepare(
+            "SELECT first_at, last_at, count, latency_min, latency_sum, latency_max FROM probe_runs
+             WHERE conn = ?1 AND last_at >= ?2 ORDER BY last_at DESC LIMIT ?3",
+        )
+        .map_err(|e| sq(p, e))?;
+    let rows = s
+        .query_map(params![key, since, limit as i64], |r| {
+            let first: i64 = r.get(0)?;
+            let count: i64 = r.get(2)?;
+            Ok(HistoryItem::OnlineRun {
+                at: rfc(first),
+                until: rfc(r.get(1)?),
+                count,
+                latency_ms_min: r.get(3)?,
+                latency_ms_avg: r.get::<_, i64>(4)? / count.max(1),
+                latency_ms_max: r.get(5)?,
+                at_ms: first,
+            })
+        })
+        .map_err(|e| sq(p, e))?;
+    for r in rows {
+        items.push(r.map_err(|e| sq(p, e))?);
+    }
+    let mut s = store
+        .db
+        .prepare(
+            "SELECT at, previous, current, error_kind, error_message, http_status, consecutive_failures FROM transitions
+             WHERE conn = ?1 AND at >= ?2 ORDER BY at DESC LIMIT ?3",
+        )
+        .map_err(|e| sq(p, e))?;
+    let rows = s
+        .query_map(params![key, since, limit as i64], |r| {
+            let at: i64 = r.get(0)?;
+            Ok(HistoryItem::Transition {
+                at: rfc(at),
+                previous: r.get(1)?,
+                current: r.get(2)?,
+                error: stored_error(r.get(3)?, r.get(4)?, r.get(5)?),
+                consecutive_failures: r.get(6)?,
+                at_ms: at,
+            })
+        })
+        .map_err(|e| sq(p, e))?;
+    for r in rows {
+        items.push(r.map_err(|e| sq(p, e))?);
+    }
+    // Oldest first; a transition sorts after the probe that caused it.
+    items.sort_by_key(|i| (i.at_ms(), matches!(i, HistoryItem::Transition { .. })));
+    if items.len() > limit {
+        items.drain(..items.len() - limit);
+    }
+    Ok(items)
+}
+
+/// Counts for a quick look (tests, `check`).
+pub fn counts(store: &Store) -> Result<(i64, i64, i64, i64)> {
+    let p = &store.path;
+    store
+        .db
+        .query_row(
+            "SELECT (SELECT count(*) FROM probes), (SELECT coalesce(sum(count),0) FROM probe_runs),
+                    (SELECT count(*) FROM transitions), (SELECT count(*) FROM events)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .map_err(|e| sq(p, e))
+}

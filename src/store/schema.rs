@@ -1,0 +1,119 @@
+//! The schema, versioned with `PRAGMA user_version`; each migration runs once,
+//! in its own transaction.
+
+use rusqlite::Connection;
+
+/// Migrations in order; the schema version is their count.
+const MIGRATIONS: &[&str] = &[
+    // 1: the core tables.
+    "
+    CREATE TABLE connections (
+        key INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT,
+        url TEXT NOT NULL,              -- credentials masked
+        configured INTEGER NOT NULL DEFAULT 1,
+        health TEXT NOT NULL DEFAULT 'unknown',
+        health_since INTEGER,           -- unix ms
+        circuit TEXT NOT NULL DEFAULT 'closed',
+        consecutive_failures INTEGER NOT NULL DEFAULT 0
+    );
+    -- Every probe that was not online, in full.
+    CREATE TABLE probes (
+        conn INTEGER NOT NULL REFERENCES connections(key),
+        at INTEGER NOT NULL,            -- unix ms, request start
+        outcome INTEGER NOT NULL,       -- model::Outcome::code
+        latency_ms INTEGER NOT NULL,
+        http_status INTEGER,
+        error_kind INTEGER,             -- model::ErrorKind::code
+        error_message TEXT
+    );
+    CREATE INDEX probes_conn_at ON probes (conn, at);
+    -- Runs of consecutive online probes, collapsed.
+    CREATE TABLE probe_runs (
+        conn INTEGER NOT NULL REFERENCES connections(key),
+        first_at INTEGER NOT NULL,
+        last_at INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        latency_min INTEGER NOT NULL,
+        latency_max INTEGER NOT NULL,
+        latency_sum INTEGER NOT NULL
+    );
+    CREATE INDEX probe_runs_conn_last ON probe_runs (conn, last_at);
+    -- Confirmed health changes.
+    CREATE TABLE transitions (
+        id INTEGER PRIMARY KEY,
+        conn INTEGER NOT NULL REFERENCES connections(key),
+        at INTEGER NOT NULL,
+        previous TEXT NOT NULL,
+        current TEXT NOT NULL,
+        error_kind INTEGER,
+        error_message TEXT,
+        latency_ms INTEGER,
+        http_status INTEGER,
+        consecutive_failures INTEGER NOT NULL
+    );
+    CREATE INDEX transitions_conn_at ON transitions (conn, at);
+    -- The outbox: one row per event, written with the change that caused it.
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,        -- evt_<ulid>
+        type TEXT NOT NULL,
+        conn INTEGER REFERENCES connections(key),
+        at INTEGER NOT NULL,
+        transition INTEGER REFERENCES transitions(id),
+        envelope TEXT NOT NULL          -- the JSON sent to sinks
+    );
+    CREATE INDEX events_conn ON events (conn, seq);
+    -- One delivery per event and subscribed sink.
+    CREATE TABLE deliveries (
+        event INTEGER NOT NULL REFERENCES events(seq),
+        sink TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',   -- pending | done | dead
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        last_error TEXT,
+        PRIMARY KEY (event, sink)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_pending ON deliveries (state, next_at);
+    -- Hourly statistics, kept a year.
+    CREATE TABLE rollups (
+        hour INTEGER NOT NULL,          -- unix ms of the hour's start
+        conn INTEGER NOT NULL REFERENCES connections(key),
+        count INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        latency_p50 INTEGER NOT NULL,
+        latency_p95 INTEGER NOT NULL,
+        latency_max INTEGER NOT NULL,
+        PRIMARY KEY (hour, conn)
+    ) WITHOUT ROWID;
+    ",
+];
+
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+#[derive(Debug)]
+pub enum MigrateError {
+    Sqlite(rusqlite::Error),
+    TooNew(i64),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> Self {
+        MigrateError::Sqlite(e)
+    }
+}
+
+pub fn migrate(db: &Connection) -> Result<(), MigrateError> {
+    let current: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > VERSION {
+        return Err(MigrateError::TooNew(current));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        db.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,555 @@
+//! The one writer: every database write of the daemon goes through here.
+//!
+//! It runs on its own thread (SQLite calls block) and takes records from a
+//! bounded channel. Whatever is queued when it wakes is written in one
+//! transaction (group commit), so thousands of probes a second cost a few
+//! commits. Online probes only touch memory: the open run of each connection
+//! and the hourly rollup are appended at `history_flush` (and when the run
+//! ends), so a healthy fleet writes a few bytes per probe. A probe that is not
+//! online, a health transition and the events it causes are written at once,
+//! all in the same transaction (the outbox guarantee of PRODUCT §5).
+//!
+//! A failed write (disk full, database locked) keeps its rows and is retried
+//! with backoff; nothing already accepted is dropped.
+
+use super::sq;
+use crate::event::Envelope;
+use crate::model::{ErrorKind, Outcome, ProbeError, UnixMs};
+use crate::monitor::Transition;
+use rusqlite::{params, Connection as Db};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Records queued before senders wait (back-pressure on the scheduler).
+pub const QUEUE: usize = 16 * 1024;
+/// Rollup rows are written at most this often (and at each hour's end).
+pub const ROLLUP_FLUSH: Duration = Duration::from_secs(300);
+const HOUR_MS: i64 = 3_600_000;
+
+/// One probe, with the health change it caused, if any.
+#[derive(Debug, Clone)]
+pub struct ProbeRecord {
+    pub conn: i64,
+    pub at: UnixMs,
+    pub outcome: Outcome,
+    pub latency_ms: u32,
+    pub http_status: Option<u16>,
+    pub error: Option<ProbeError>,
+    pub change: Option<Change>,
+}
+
+/// A confirmed health change and the events it emits.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub transition: Transition,
+    pub consecutive_failures: u32,
+    pub events: Vec<NewEvent>,
+}
+
+/// An event and the sinks it is to be delivered to.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub envelope: Envelope,
+    pub sinks: Vec<String>,
+}
+
+/// Counters for logs and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriterStats {
+    pub commits: u64,
+    pub probes: u64,
+    pub rows: u64,
+    pub max_batch: u64,
+    pub failed_writes: u64,
+}
+
+enum Op {
+    Probe(Box<ProbeRecord>),
+    Flush(oneshot::Sender<()>),
+    Prune(
+        Duration,
+        oneshot::Sender<super::Result<super::retention::Pruned>>,
+    ),
+    /// Write everything and stop, even if other handles still exist.
+    Close,
+}
+
+/// The sending side; cloned by every producer. When all handles are dropped
+/// the writer flushes and its thread ends.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Op>,
+}
+
+/// Joins the writer thread.
+pub struct WriterJoin(std::thread::JoinHandle<WriterStats>);
+
+impl WriterJoin {
+    /// Waits (blocking) for the final flush.
+    pub fn join(self) -> WriterStats {
+        self.0.join().unwrap_or_default()
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread on its own connection to `path`.
+    pub fn start(path: &Path, history_flush: Duration) -> super::Result<(Writer, WriterJoin)> {
+        let store = super::Store::open(path)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let path = path.to_path_buf();
+        let handle = std::thread::Builder::new()
+            .name("connwatch-writer".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("a current-thread runtime");
+                rt.block_on(run(store.db, path, rx, history_flush))
+            })
+            .map_err(|source| super::StoreError::Io {
+                path: "writer thread".into(),
+                source,
+            })?;
+        Ok((Writer { tx }, WriterJoin(handle)))
+    }
+
+    /// Queues a probe record; waits if the queue is full.
+    pub async fn probe(&self, rec: ProbeRecord) {
+        // The only error is "writer gone", which happens only at shutdown.
+        let _ = self.tx.send(Op::Probe(Box::new(rec))).await;
+    }
+
+    /// Applies retention on the writer's connection (so it never races the
+    /// writer), after writing what is held in memory.
+    pub async fn prune(
+        &self,
+        retention: Duration,
+    ) -> Option<super::Result<super::retention::Pruned>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Op::Prune(retention, tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Asks the writer to write everything and stop.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Op::Close).await;
+    }
+
+    /// Writes everything held in memory now and waits until it is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    first_at: UnixMs,
+    last_at: UnixMs,
+    count: i64,
+    min: i64,
+    max: i64,
+    sum: i64,
+}
+
+#[derive(Debug, Default)]
+struct Acc {
+    count: i64,
+    failures: i64,
+    latencies: Vec<u32>,
+}
+
+struct RollupRow {
+    hour: i64,
+    conn: i64,
+    count: i64,
+    failures: i64,
+    p50: i64,
+    p95: i64,
+    max: i64,
+}
+
+/// Rows accepted but not yet committed.
+#[derive(Default)]
+struct Backlog {
+    runs: Vec<(i64, Run)>,
+    probes: Vec<ProbeRecord>,
+    rollups: Vec<RollupRow>,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.probes.is_empty() && self.rollups.is_empty()
+    }
+}
+
+struct State {
+    db: Db,
+    path: PathBuf,
+    runs: HashMap<i64, Run>,
+    rollups: HashMap<(i64, i64), Acc>,
+    backlog: Backlog,
+    stats: WriterStats,
+    /// Consecutive failed writes (for backoff and to log once per streak).
+    failing: u32,
+}
+
+async fn run(
+    db: Db,
+    path: PathBuf,
+    mut rx: mpsc::Receiver<Op>,
+    history_flush: Duration,
+) -> WriterStats {
+    let mut st = State {
+        db,
+        path,
+        runs: HashMap::new(),
+        rollups: HashMap::new(),
+        backlog: Backlog::default(),
+        stats: WriterStats::default(),
+        failing: 0,
+    };
+    let start = tokio::time::Instant::now();
+    let mut next_flush = start + history_flush;
+    let mut next_rollup = start + ROLLUP_FLUSH;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut prunes: Vec<PruneRequest> = Vec::new();
+    let mut open = true;
+    let mut last_hour = crate::model::now_ms().div_euclid(HOUR_MS) * HOUR_MS;
+    while open || !st.backlog.is_empty() {
+        let wake = retry_at.map_or(next_flush, |r| r.min(next_flush));
+        let mut batch = 0u64;
+        tokio::select! {
+            op = rx.recv(), if open => match op {
+                Some(op) => { batch += 1; open = st.accept(op, &mut waiters, &mut prunes); }
+                None => open = false,
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        // Group commit: take everything already queued.
+        while open && batch < QUEUE as u64 {
+            match rx.try_recv() {
+                Ok(op) => {
+                    batch += 1;
+                    open = st.accept(op, &mut waiters, &mut prunes);
+                }
+                Err(_) => break,
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let flush_all = !open || !waiters.is_empty() || now >= next_flush;
+        if flush_all {
+            st.close_runs();
+            next_flush = now + history_flush;
+            if !open || !waiters.is_empty() || now >= next_rollup {
+                st.take_rollups(None);
+                next_rollup = now + ROLLUP_FLUSH;
+            }
+        }
+        // Rollups of hours that have ended are written without waiting.
+        let hour = crate::model::now_ms().div_euclid(HOUR_MS) * HOUR_MS;
+        if hour != last_hour {
+            st.take_rollups(Some(hour));
+            last_hour = hour;
+        }
+        if st.backlog.is_empty() {
+            for w in waiters.drain(..) {
+                let _ = w.send(());
+            }
+            st.prune(&mut prunes);
+            continue;
+        }
+        if retry_at.is_some_and(|r| now < r) && open && waiters.is_empty() {
+            continue;
+        }
+        match st.write() {
+            Ok(rows) => {
+                if st.failing > 0 {
+                    tracing::info!(
+                        component = "writer",
+                        "database writes recovered after {} failures",
+                        st.failing
+                    );
+                }
+                st.failing = 0;
+                retry_at = None;
+                st.stats.commits += 1;
+                st.stats.rows += rows;
+                st.stats.max_batch = st.stats.max_batch.max(batch);
+                for w in waiters.drain(..) {
+                    let _ = w.send(());
+                }
+                st.prune(&mut prunes);
+            }
+            Err(e) => {
+                st.failing += 1;
+                st.stats.failed_writes += 1;
+                if st.failing == 1 {
+                    tracing::error!(component = "writer", error = %e, "database write failed; keeping the rows and retrying");
+                }
+                let backoff =
+                    Duration::from_millis(200u64 << st.failing.min(7)).min(Duration::from_secs(30));
+                retry_at = Some(tokio::time::Instant::now() + backoff);
+                if !open {
+                    // Shutting down: a few more tries, then give up loudly.
+                    if st.failing > 5 {
+                        tracing::error!(
+                            component = "writer",
+                            "giving up: {} probe rows not written",
+                            st.backlog.probes.len()
+                        );
+                        break;
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+    st.stats
+}
+
+type PruneRequest = (
+    Duration,
+    oneshot::Sender<super::Result<super::retention::Pruned>>,
+);
+
+impl State {
+    /// Takes one op; returns false when the writer is asked to close.
+    fn accept(
+        &mut self,
+        op: Op,
+        waiters: &mut Vec<oneshot::Sender<()>>,
+        prunes: &mut Vec<PruneRequest>,
+    ) -> bool {
+        match op {
+            Op::Close => return false,
+            Op::Flush(w) => waiters.push(w),
+            Op::Prune(d, reply) => {
+                // Write what memory holds first, so pruning sees it.
+                waiters.push(oneshot::channel().0);
+                prunes.push((d, reply));
+            }
+            Op::Probe(rec) => {
+                self.stats.probes += 1;
+                let rec = *rec;
+                let lat = i64::from(rec.latency_ms);
+                let acc = self
+                    .rollups
+                    .entry((rec.conn, rec.at - rec.at.rem_euclid(HOUR_MS)))
+                    .or_default();
+                acc.count += 1;
+                acc.failures += i64::from(rec.outcome.is_failure());
+                acc.latencies.push(rec.latency_ms);
+                if rec.outcome == Outcome::Online {
+                    let r = self.runs.entry(rec.conn).or_insert(Run {
+                        first_at: rec.at,
+                        last_at: rec.at,
+                        count: 0,
+                        min: lat,
+                        max: lat,
+                        sum: 0,
+                    });
+                    r.last_at = rec.at;
+                    r.count += 1;
+                    r.min = r.min.min(lat);
+                    r.max = r.max.max(lat);
+                    r.sum += lat;
+                    if rec.change.is_some() {
+                        self.backlog.probes.push(ProbeRecord {
+                            outcome: Outcome::Online,
+                            ..rec
+                        });
+                    }
+                } else {
+                    if let Some(run) = self.runs.remove(&rec.conn) {
+                        self.backlog.runs.push((rec.conn, run));
+                    }
+                    self.backlog.probes.push(rec);
+                }
+            }
+        }
+        true
+    }
+
+    /// Runs queued retention requests (after the backlog was committed).
+    fn prune(&mut self, prunes: &mut Vec<PruneRequest>) {
+        for (retention, reply) in prunes.drain(..) {
+            let res =
+                super::retention::prune_db(&self.db, &self.path, retention, crate::model::now_ms());
+            let _ = reply.send(res);
+        }
+    }
+
+    fn close_runs(&mut self) {
+        self.backlog.runs.extend(self.runs.drain());
+    }
+
+    /// Moves rollup accumulators to the backlog: all of them, or only hours
+    /// that started before `before`.
+    fn take_rollups(&mut self, before: Option<i64>) {
+        let keys: Vec<(i64, i64)> = self
+            .rollups
+            .keys()
+            .filter(|(_, hour)| before.is_none_or(|b| *hour < b))
+            .copied()
+            .collect();
+        for k in keys {
+            let Some(mut acc) = self.rollups.remove(&k) else {
+                continue;
+            };
+            acc.latencies.sort_unstable();
+            let pct = |p: f64| -> i64 {
+                let n = acc.latencies.len();
+                if n == 0 {
+                    return 0;
+                }
+                let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+                i64::from(acc.latencies[i])
+            };
+            self.backlog.rollups.push(RollupRow {
+                hour: k.1,
+                conn: k.0,
+                count: acc.count,
+                failures: acc.failures,
+                p50: pct(0.50),
+                p95: pct(0.95),
+                max: acc.latencies.last().copied().map(i64::from).unwrap_or(0),
+            });
+        }
+    }
+
+    /// Writes the backlog in one transaction; clears it only on commit.
+    fn write(&mut self) -> super::Result<u64> {
+        let p = self.path.clone();
+        let e = |err| sq(&p, err);
+        let tx = self.db.transaction().map_err(e)?;
+        let mut rows = 0u64;
+        {
+            let mut ins_run = tx
+                .prepare_cached(
+                    "INSERT INTO probe_runs (conn, first_at, last_at, count, latency_min, latency_max, latency_sum)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(e)?;
+            for (conn, r) in &self.backlog.runs {
+                ins_run
+                    .execute(params![
+                        conn, r.first_at, r.last_at, r.count, r.min, r.max, r.sum
+                    ])
+                    .map_err(e)?;
+                rows += 1;
+            }
+            let mut ins_probe = tx
+                .prepare_cached(
+                    "INSERT INTO probes (conn, at, outcome, latency_ms, http_status, error_kind, error_message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(e)?;
+            for rec in &self.backlog.probes {
+                if rec.outcome != Outcome::Online {
+                    ins_probe
+                        .execute(params![
+                            rec.conn,
+                            rec.at,
+                            rec.outcome.code(),
+                            rec.latency_ms,
+                            rec.http_status,
+                            rec.error.as_ref().map(|x| x.kind.code()),
+                            rec.error.as_ref().map(|x| x.message.as_str()),
+                        ])
+                        .map_err(e)?;
+                    rows += 1;
+                }
+                if let Some(ch) = &rec.change {
+                    rows += write_change(&tx, rec, ch).map_err(e)?;
+                }
+            }
+            let mut up_rollup = tx
+                .prepare_cached(
+                    "INSERT INTO rollups (hour, conn, count, failures, latency_p50, latency_p95, latency_max)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (hour, conn) DO UPDATE SET
+                       latency_p50 = (latency_p50 * count + excluded.latency_p50 * excluded.count) / (count + excluded.count),
+                       latency_p95 = (latency_p95 * count + excluded.latency_p95 * excluded.count) / (count + excluded.count),
+                       latency_max = max(latency_max, excluded.latency_max),
+                       failures = failures + excluded.failures,
+                       count = count + excluded.count",
+                )
+                .map_err(e)?;
+            for r in &self.backlog.rollups {
+                up_rollup
+                    .execute(params![
+                        r.hour, r.conn, r.count, r.failures, r.p50, r.p95, r.max
+                    ])
+                    .map_err(e)?;
+                rows += 1;
+            }
+        }
+        tx.commit().map_err(e)?;
+        self.backlog = Backlog::default();
+        Ok(rows)
+    }
+}
+
+/// The transition row, the connection's new health, and the outbox rows.
+fn write_change(
+    tx: &rusqlite::Transaction<'_>,
+    rec: &ProbeRecord,
+    ch: &Change,
+) -> rusqlite::Result<u64> {
+    let t = &ch.transition;
+    tx.prepare_cached(
+        "INSERT INTO transitions (conn, at, previous, current, error_kind, error_message, latency_ms, http_status, consecutive_failures)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        rec.conn,
+        t.at,
+        t.previous.as_str(),
+        t.current.as_str(),
+        rec.error.as_ref().map(|x| x.kind.code()),
+        rec.error.as_ref().map(|x| x.message.as_str()),
+        rec.latency_ms,
+        rec.http_status,
+        ch.consecutive_failures,
+    ])?;
+    let transition_id = tx.last_insert_rowid();
+    tx.prepare_cached("UPDATE connections SET health = ?2, health_since = ?3, consecutive_failures = ?4 WHERE key = ?1")?
+        .execute(params![rec.conn, t.current.as_str(), t.at, ch.consecutive_failures])?;
+    let mut rows = 2;
+    for ev in &ch.events {
+        let json = serde_json::to_string(&ev.envelope).unwrap_or_default();
+        tx.prepare_cached(
+            "INSERT INTO events (id, type, conn, at, transition, envelope) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![ev.envelope.id, ev.envelope.kind, rec.conn, t.at, transition_id, json])?;
+        let seq = tx.last_insert_rowid();
+        let mut ins =
+            tx.prepare_cached("INSERT INTO deliveries (event, sink, next_at) VALUES (?1, ?2, ?3)")?;
+        for s in &ev.sinks {
+            ins.execute(params![seq, s, t.at])?;
+            rows += 1;
+        }
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// Decodes a stored error.
+pub fn stored_error(
+    kind: Option<i64>,
+    message: Option<String>,
+    http_status: Option<u16>,
+) -> Option<ProbeError> {
+    let kind = ErrorKind::from_code(kind?)?;
+    Some(ProbeError {
+        kind,
+        message: message.unwrap_or_default(),
+        http_status,
+    })
+}
