@@ -42,6 +42,20 @@ pub struct Rules<'a> {
 }
 
 /// Classifies one probe. `latency` is request start to last byte read.
+///
+/// ```
+/// use connwatch::classify::{classify, Answer, Rules};
+/// use connwatch::config::Expect;
+/// use connwatch::model::Outcome;
+/// use std::time::{Duration, SystemTime};
+///
+/// let expect = Expect::default();
+/// let rules = Rules { expect: &expect, degraded_after: None, max_body: 65536 };
+/// let answer = Answer { status: 200, body: br#"{"status":"down"}"#.to_vec(), ..Default::default() };
+/// let c = classify(&Ok(answer), Duration::from_millis(40), rules, SystemTime::now());
+/// assert_eq!(c.outcome, Outcome::Offline);
+/// assert_eq!(c.error.unwrap().message, "status \"down\"");
+/// ```
 pub fn classify(
     attempt: &Attempt,
     latency: Duration,

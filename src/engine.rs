@@ -129,8 +129,8 @@ impl Engine {
                 _ = sleep_until_opt(wake) => {
                     due.clear();
                     self.queue.pop_due(Instant::now(), &mut due);
-                    for i in 0..due.len() {
-                        self.fire(due[i]);
+                    for &slot in &due {
+                        self.fire(slot);
                     }
                 }
             }

@@ -115,6 +115,10 @@ fn load(path: &std::path::Path) -> Result<Config, Failure> {
     Config::load(path).map_err(Failure::Config)
 }
 
+fn load_daemon(path: &std::path::Path) -> Result<connwatch::config::Daemon, Failure> {
+    Config::load_daemon(path).map_err(Failure::Config)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -124,7 +128,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn init_logs(level: &str, format: connwatch::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // tokio-cron-scheduler logs its own start-up at info; keep that out.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("tokio_cron_scheduler=warn,{level}")));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -148,8 +154,8 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { json } => {
-            let config = load(&cli.config)?;
-            let store = Store::open_read_only(&config.daemon.database)?;
+            let daemon = load_daemon(&cli.config)?;
+            let store = Store::open_read_only(&daemon.database)?;
             let rows = query::status(&store)?;
             if json {
                 println!(
@@ -256,9 +262,9 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             })
         }
         Command::Prune => {
-            let config = load(&cli.config)?;
-            let store = Store::open(&config.daemon.database)?;
-            let p = retention::prune(&store, config.daemon.retention, connwatch::model::now_ms())?;
+            let daemon = load_daemon(&cli.config)?;
+            let store = Store::open(&daemon.database)?;
+            let p = retention::prune(&store, daemon.retention, connwatch::model::now_ms())?;
             println!(
                 "pruned {} probe rows, {} online runs, {} transitions, {} rollups",
                 p.probes, p.probe_runs, p.transitions, p.rollups

@@ -316,6 +316,30 @@ impl Config {
         validate::validate(raw, path, &spans, &loc, env)
     }
 
+    /// Loads only `[daemon]` (database, retention…): for the read-only
+    /// commands, which must work from a shell that lacks the daemon's secret
+    /// variables. Syntax, unknown keys and types are still checked everywhere.
+    pub fn load_daemon(path: &Path) -> Result<Daemon, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read configuration file: {e}"),
+            }])
+        })?;
+        let loc = error::Locator::new(path, &text);
+        let doc = toml_edit::ImDocument::parse(text.clone())
+            .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
+        let (spans, unknown) = schema::walk(&doc, &loc);
+        if !unknown.is_empty() {
+            return Err(ConfigErrors(unknown));
+        }
+        let raw: raw::RawConfig = toml::from_str(&text)
+            .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
+        validate::validate_daemon(raw, path, &spans, &loc, &|name| std::env::var(name).ok())
+    }
+
     pub fn connection(&self, id: &str) -> Option<&Connection> {
         self.connections.iter().find(|c| c.id == id)
     }

@@ -425,6 +425,36 @@ pub(super) fn validate(
     }
 }
 
+/// Only `[daemon]`; see [`Config::load_daemon`].
+pub(super) fn validate_daemon(
+    raw: RawConfig,
+    path: &Path,
+    spans: &Spans,
+    loc: &Locator<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Daemon, ConfigErrors> {
+    let mut cx = Ctx {
+        spans,
+        loc,
+        env,
+        base_dir: base_dir(path),
+        errors: Vec::new(),
+    };
+    let d = daemon(&mut cx, raw.daemon.unwrap_or_default());
+    if cx.errors.is_empty() {
+        Ok(d)
+    } else {
+        Err(ConfigErrors(cx.errors))
+    }
+}
+
+fn base_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// `whsec_` followed by base64 (Standard Webhooks).
 pub fn check_whsec(s: &str) -> Result<(), String> {
     use base64::Engine;
@@ -737,7 +767,7 @@ fn expect(
 ) -> Option<Expect> {
     let none = RawExpect::default();
     let c = c.unwrap_or(&none);
-    let dd = d.map(|d| d.clone()).unwrap_or_default();
+    let dd = d.cloned().unwrap_or_default();
     let cpe = format!("{cp}.expect");
     let dpe = "defaults.expect";
     let mut e = Expect::default();

@@ -27,7 +27,18 @@ pub struct StatusRow {
     pub last_probe_ms: Option<UnixMs>,
 }
 
-/// Every configured connection (or those named), in id order.
+/// key, id, name, health, health_since, circuit, consecutive_failures
+type ConnRow = (
+    i64,
+    String,
+    Option<String>,
+    String,
+    Option<i64>,
+    String,
+    i64,
+);
+
+/// Every configured connection, in id order.
 pub fn status(store: &Store) -> Result<Vec<StatusRow>> {
     let p = &store.path;
     let mut stmt = store
@@ -37,15 +48,7 @@ pub fn status(store: &Store) -> Result<Vec<StatusRow>> {
              FROM connections WHERE configured = 1 ORDER BY id",
         )
         .map_err(|e| sq(p, e))?;
-    let rows: Vec<(
-        i64,
-        String,
-        Option<String>,
-        String,
-        Option<i64>,
-        String,
-        i64,
-    )> = stmt
+    let rows: Vec<ConnRow> = stmt
         .query_map([], |r| {
             Ok((
                 r.get(0)?,

@@ -1,0 +1,233 @@
+//! Shared parts of the integration tests: a real scenario HTTP server on
+//! loopback (ephemeral port), config files in temp dirs, and the real binary.
+#![allow(dead_code)]
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_connwatch");
+
+/// The scenario server: each path answers one way. `/goes-down` is online for
+/// its first 3 seconds, then HTTP 503.
+pub fn scenario_server() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let start = tokio::time::Instant::now();
+            let json = |s: &str| ([("content-type", "application/json")], s.to_string());
+            let app = Router::new()
+                .route(
+                    "/stable",
+                    get(move || async move { json(r#"{"status":"online"}"#) }),
+                )
+                .route(
+                    "/goes-down",
+                    get(move || async move {
+                        if start.elapsed() < Duration::from_secs(3) {
+                            json(r#"{"status":"online"}"#).into_response()
+                        } else {
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                json(r#"{"status":"offline"}"#),
+                            )
+                                .into_response()
+                        }
+                    }),
+                )
+                .route(
+                    "/auth",
+                    get(|| async {
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            [("content-type", "application/json")],
+                            r#"{"error":{"code":"CREDENTIALS_EXPIRED"}}"#,
+                        )
+                    }),
+                )
+                .route(
+                    "/ratelimit",
+                    get(|| async {
+                        let mut h = HeaderMap::new();
+                        h.insert("retry-after", "30".parse().unwrap());
+                        (StatusCode::TOO_MANY_REQUESTS, h, "slow down")
+                    }),
+                )
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        r#"{"status":"online"}"#
+                    }),
+                )
+                .route(
+                    "/endless",
+                    get(|| async {
+                        let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+                        let stream = futures::stream::repeat_with(move || {
+                            Ok::<_, std::convert::Infallible>(chunk.clone())
+                        });
+                        Response::new(Body::from_stream(stream))
+                    }),
+                )
+                .route(
+                    "/malformed",
+                    get(|| async { r#"{"status": "onl"#.to_string() }),
+                )
+                .route(
+                    "/offline",
+                    get(move || async move { json(r#"{"status":"offline"}"#) }),
+                )
+                .route(
+                    "/degraded",
+                    get(move || async move { json(r#"{"status":"degraded"}"#) }),
+                );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("scenario server started")
+}
+
+/// A temp dir holding a config file; the database sits next to it.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    pub fn new(config_text: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("connwatch.toml");
+        std::fs::write(&config, config_text).unwrap();
+        Setup { dir, config }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("cw.db")
+    }
+
+    /// Runs a command to completion with the config, bounded in time.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        self.cmd_env(args, &[])
+    }
+
+    pub fn cmd_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_output(child, Duration::from_secs(60))
+    }
+
+    /// Starts `connwatch run`, stderr to a file in the temp dir.
+    pub fn spawn_daemon(&self, env: &[(&str, &str)]) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("daemon.log")).unwrap();
+        let mut c = Command::new(BIN);
+        c.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.spawn().unwrap()
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.cmd(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Waits for a child, killing it if it takes longer than `limit`.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("command did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM and waits (bounded) for the exit code.
+pub fn terminate(child: &mut Child, limit: Duration) -> Option<i32> {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("daemon did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `check` every 250 ms until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    check()
+}
+
+/// Every file in `dir` but the config (database, WAL, logs...), concatenated.
+pub fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_file() && e.path().extension().is_none_or(|x| x != "toml") {
+            out.extend(std::fs::read(e.path()).unwrap_or_default());
+        }
+    }
+    out
+}
+
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
