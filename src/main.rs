@@ -119,8 +119,10 @@ fn load_daemon(path: &std::path::Path) -> Result<connwatch::config::Daemon, Fail
     Config::load_daemon(path).map_err(Failure::Config)
 }
 
+/// A current-thread runtime: measured cheaper per probe than the
+/// multi-thread one (see docs/design.md); the writer has its own thread.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(e.into()))
