@@ -553,3 +553,134 @@ pub fn stored_error(
         http_status,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Health;
+
+    fn rec(conn: i64, at: UnixMs, outcome: Outcome, change: Option<Change>) -> ProbeRecord {
+        ProbeRecord {
+            conn,
+            at,
+            outcome,
+            latency_ms: (at % 100) as u32,
+            http_status: Some(if outcome == Outcome::Online { 200 } else { 503 }),
+            error: (outcome != Outcome::Online).then(|| ProbeError {
+                kind: ErrorKind::HttpStatus,
+                message: "HTTP 503".into(),
+                http_status: Some(503),
+            }),
+            change,
+        }
+    }
+
+    fn count(db: &Db, sql: &str) -> i64 {
+        db.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn collapses_online_runs_and_writes_changes_with_their_outbox_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cw.db");
+        let key = super::super::Store::open(&path)
+            .unwrap()
+            .sync_connections(&[("a".into(), None, "http://h/".into())])
+            .unwrap()["a"]
+            .key;
+        let (w, join) = Writer::start(&path, Duration::from_secs(3600)).unwrap();
+        for i in 0..5 {
+            w.probe(rec(key, 1_000 + i, Outcome::Online, None)).await;
+        }
+        let t = Transition {
+            previous: Health::Is(Outcome::Online),
+            current: Health::Is(Outcome::Offline),
+            at: 2_000,
+        };
+        let ev = NewEvent {
+            envelope: Envelope::new(
+                "connection.status_changed",
+                2_000,
+                Some("a"),
+                serde_json::json!({}),
+            ),
+            sinks: vec!["s1".into(), "s2".into()],
+        };
+        w.probe(rec(
+            key,
+            2_000,
+            Outcome::Offline,
+            Some(Change {
+                transition: t,
+                consecutive_failures: 3,
+                events: vec![ev],
+            }),
+        ))
+        .await;
+        w.flush().await;
+        let db = Db::open(&path).unwrap();
+        // Five online probes became one run row, closed by the offline probe.
+        assert_eq!(count(&db, "SELECT count(*) FROM probe_runs"), 1);
+        assert_eq!(count(&db, "SELECT count FROM probe_runs"), 5);
+        assert_eq!(count(&db, "SELECT first_at FROM probe_runs"), 1_000);
+        assert_eq!(count(&db, "SELECT last_at FROM probe_runs"), 1_004);
+        assert_eq!(count(&db, "SELECT latency_sum FROM probe_runs"), 10);
+        assert_eq!(count(&db, "SELECT count(*) FROM probes"), 1);
+        assert_eq!(count(&db, "SELECT count(*) FROM transitions"), 1);
+        assert_eq!(count(&db, "SELECT count(*) FROM events"), 1);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM deliveries WHERE state = 'pending'"
+            ),
+            2
+        );
+        assert_eq!(
+            db.query_row("SELECT health FROM connections", [], |r| r
+                .get::<_, String>(0))
+                .unwrap(),
+            "offline"
+        );
+        // More online probes: held in memory until a flush, then one more run.
+        for i in 0..3 {
+            w.probe(rec(key, 3_000 + i, Outcome::Online, None)).await;
+        }
+        assert_eq!(count(&db, "SELECT count(*) FROM probe_runs"), 1);
+        w.close().await;
+        let stats = tokio::task::spawn_blocking(move || join.join())
+            .await
+            .unwrap();
+        assert_eq!(count(&db, "SELECT count(*) FROM probe_runs"), 2);
+        assert_eq!(stats.probes, 9);
+        // Rollups: every probe counted once, the failure too.
+        assert_eq!(count(&db, "SELECT sum(count) FROM rollups"), 9);
+        assert_eq!(count(&db, "SELECT sum(failures) FROM rollups"), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn many_records_share_few_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cw.db");
+        let ids: Vec<(String, Option<String>, String)> = (0..100)
+            .map(|i| (format!("c{i}"), None, "http://h/".into()))
+            .collect();
+        let known = super::super::Store::open(&path)
+            .unwrap()
+            .sync_connections(&ids)
+            .unwrap();
+        let (w, join) = Writer::start(&path, Duration::from_secs(3600)).unwrap();
+        // 5,000 non-online probes queued back to back.
+        for i in 0..5_000i64 {
+            let k = known[&format!("c{}", i % 100)].key;
+            w.probe(rec(k, 10_000 + i, Outcome::Offline, None)).await;
+        }
+        w.close().await;
+        let stats = tokio::task::spawn_blocking(move || join.join())
+            .await
+            .unwrap();
+        let db = Db::open(&path).unwrap();
+        assert_eq!(count(&db, "SELECT count(*) FROM probes"), 5_000);
+        assert!(stats.commits < 1_000, "group commit: {stats:?}");
+        assert!(stats.max_batch > 1, "{stats:?}");
+    }
+}

@@ -1,0 +1,95 @@
+//! The engine through the library, against a real loopback server that
+//! counts concurrent requests: the global cap holds, and a connection whose
+//! probe outlasts its interval is skipped, not bunched.
+
+use axum::routing::get;
+use axum::Router;
+use connwatch::config::Config;
+use connwatch::engine::Engine;
+use connwatch::probe::Prober;
+use connwatch::store::writer::Writer;
+use connwatch::store::Store;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Counters {
+    now: AtomicUsize,
+    max: AtomicUsize,
+    total: AtomicUsize,
+}
+
+async fn slow_server(c: Arc<Counters>, delay: Duration) -> std::net::SocketAddr {
+    let app = Router::new().route(
+        "/{id}",
+        get(move || {
+            let c = Arc::clone(&c);
+            async move {
+                let n = c.now.fetch_add(1, Ordering::SeqCst) + 1;
+                c.max.fetch_max(n, Ordering::SeqCst);
+                c.total.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                c.now.fetch_sub(1, Ordering::SeqCst);
+                r#"{"status":"online"}"#
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cap_holds_and_busy_ticks_are_skipped() {
+    let counters = Arc::new(Counters::default());
+    // Each answer takes 600 ms; connections are due every 200 ms.
+    let addr = slow_server(Arc::clone(&counters), Duration::from_millis(600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from(
+        "[daemon]\ndatabase = \"cw.db\"\nmax_concurrent_probes = 4\n[defaults]\ninterval = \"200ms\"\ntimeout = \"2s\"\n",
+    );
+    for i in 0..12 {
+        text.push_str(&format!(
+            "[[connection]]\nid = \"c{i}\"\nurl = \"http://{addr}/c{i}\"\n"
+        ));
+    }
+    let cfg = Config::parse(&dir.path().join("c.toml"), &text, &|_| None).unwrap();
+    let db = cfg.daemon.database.clone();
+    let ids: Vec<_> = cfg
+        .connections
+        .iter()
+        .map(|c| (c.id.clone(), None, c.url.to_string()))
+        .collect();
+    let known = Store::open(Path::new(&db))
+        .unwrap()
+        .sync_connections(&ids)
+        .unwrap();
+    let prober = Prober::new(&cfg.connections).unwrap();
+    let (writer, join) = Writer::start(&db, cfg.daemon.history_flush).unwrap();
+    let (engine, _cron, _) = Engine::new(&cfg, &known, &prober, writer.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(engine.run(rx));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tx.send(true).unwrap();
+    let stats = run.await.unwrap();
+    writer.close().await;
+    tokio::task::spawn_blocking(move || join.join())
+        .await
+        .unwrap();
+
+    let max = counters.max.load(Ordering::SeqCst);
+    assert!(max <= 4, "at most 4 probes in flight, saw {max}");
+    assert_eq!(max, 4, "the cap was reached (12 slow connections)");
+    // 12 connections x 15 ticks would be 180 probes; 4 at a time for 600 ms
+    // allow at most ~20 in 3 s. Busy ticks were skipped, not queued.
+    let total = counters.total.load(Ordering::SeqCst);
+    assert!(total <= 28, "{total} requests: ticks were bunched");
+    assert!(stats.skipped_busy > 50, "{stats:?}");
+    assert_eq!(
+        stats.probes_started, stats.probes_done,
+        "shutdown waited for probes in flight"
+    );
+}
