@@ -7,7 +7,7 @@
 //! waits for probes in flight (up to `shutdown_timeout`), the writer writes
 //! everything it holds, and the process exits 0.
 
-use crate::config::{redact_url, Config};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::probe::Prober;
 use crate::store::writer::Writer;
@@ -48,10 +48,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let mut store = Store::open(&db_path)?;
-    let ids: Vec<(String, Option<String>, String)> = config
+    let ids: Vec<crate::store::ConnMeta> = config
         .connections
         .iter()
-        .map(|c| (c.id.clone(), c.name.clone(), redact_url(&c.url)))
+        .map(crate::store::ConnMeta::of)
         .collect();
     let known = store.sync_connections(&ids)?;
     drop(store);
@@ -79,15 +79,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )));
     }
 
-    let (engine, cron_tx, crons) = Engine::new(&config, &known, &prober, writer.clone());
+    let (engine, cron_tx, jobs) = Engine::new(&config, &known, &prober, writer.clone());
 
     let mut sched = JobScheduler::new()
         .await
         .context("starting the cron scheduler")?;
-    for (slot, expr) in crons {
+    for (expr, cmd) in jobs {
         let tx = cron_tx.clone();
         let job = Job::new_async(expr.as_str(), move |_, _| {
-            let _ = tx.send(slot);
+            let _ = tx.send(cmd);
             Box::pin(async {})
         })
         .with_context(|| format!("cron expression {expr:?}"))?;

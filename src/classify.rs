@@ -4,7 +4,7 @@
 //! expectations and "now" (for `Retry-After` dates) are passed in.
 
 use crate::config::Expect;
-use crate::model::{Classified, ErrorKind, Outcome, ProbeError};
+use crate::model::{Classified, ErrorKind, Outcome, ProbeError, SyncSeen, UnixMs};
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
@@ -42,6 +42,9 @@ pub struct Rules<'a> {
 }
 
 /// Classifies one probe. `latency` is request start to last byte read.
+/// With `expect.sync`, the last sync is read from the body, and an otherwise
+/// online probe whose last sync is older than `max_age` is `degraded`
+/// (kind `stale_sync`).
 ///
 /// ```
 /// use connwatch::classify::{classify, Answer, Rules};
@@ -57,6 +60,64 @@ pub struct Rules<'a> {
 /// assert_eq!(c.error.unwrap().message, "status \"down\"");
 /// ```
 pub fn classify(
+    attempt: &Attempt,
+    latency: Duration,
+    rules: Rules<'_>,
+    now: SystemTime,
+) -> Classified {
+    let mut c = classify_answer(attempt, latency, rules, now);
+    let (Some(sync), Ok(answer)) = (&rules.expect.sync, attempt) else {
+        return c;
+    };
+    if answer.truncated {
+        return c;
+    }
+    let Ok(json) = serde_json::from_slice::<Value>(&answer.body) else {
+        return c;
+    };
+    let seen = SyncSeen {
+        status: json
+            .pointer(&sync.status)
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(64).collect()),
+        finished_at: json.pointer(&sync.finished_at).and_then(parse_time),
+    };
+    if let (Some(max), Some(at), Outcome::Online) = (sync.max_age, seen.finished_at, c.outcome) {
+        let now_ms = crate::model::to_unix_ms(now);
+        if now_ms - at > max.as_millis() as i64 {
+            c.outcome = Outcome::Degraded;
+            c.error = Some(ProbeError {
+                kind: ErrorKind::StaleSync,
+                message: format!(
+                    "last sync finished {} s ago (max_age {} s)",
+                    (now_ms - at) / 1000,
+                    max.as_secs()
+                ),
+                http_status: c.http_status,
+            });
+        }
+    }
+    c.sync = Some(seen);
+    c
+}
+
+/// A sync time: RFC 3339 text, or a Unix time in seconds (or milliseconds
+/// when above 10^11).
+fn parse_time(v: &Value) -> Option<UnixMs> {
+    if let Some(s) = v.as_str() {
+        return chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.timestamp_millis());
+    }
+    let n = v.as_f64().filter(|n| n.is_finite() && *n >= 0.0)?;
+    Some(if n > 1e11 {
+        n as i64
+    } else {
+        (n * 1000.0) as i64
+    })
+}
+
+fn classify_answer(
     attempt: &Attempt,
     latency: Duration,
     rules: Rules<'_>,
@@ -269,6 +330,7 @@ fn done(
         http_status,
         latency,
         retry_after,
+        sync: None,
     }
 }
 
@@ -597,6 +659,7 @@ mod tests {
             online: vec!["green".into()],
             degraded: vec!["yellow".into()],
             offline: vec!["red".into()],
+            sync: None,
         };
         let r = |b: &str| run_with(&answer(200, b), &e, None, 1).outcome;
         assert_eq!(r(r#"{"health":{"state":"GREEN"}}"#), Outcome::Online);
@@ -673,6 +736,65 @@ mod tests {
             truncated: true,
         });
         assert_eq!(run(&a).outcome, Outcome::Offline);
+    }
+
+    #[test]
+    fn sync_freshness() {
+        let e = Expect {
+            sync: Some(crate::config::SyncExpect {
+                status: "/sync/status".into(),
+                finished_at: "/sync/finished_at".into(),
+                max_age: Some(Duration::from_secs(7200)),
+                failed: vec!["failed".into()],
+            }),
+            ..Expect::default()
+        };
+        let now_s = 1_764_000_000i64;
+        let body = |at: &str| {
+            format!(r#"{{"status":"online","sync":{{"status":"completed","finished_at":{at}}}}}"#)
+        };
+        let c = run_with(&answer(200, &body(&format!("{}", now_s - 60))), &e, None, 1);
+        assert_eq!(c.outcome, Outcome::Online);
+        assert_eq!(
+            c.sync,
+            Some(SyncSeen {
+                status: Some("completed".into()),
+                finished_at: Some((now_s - 60) * 1000)
+            })
+        );
+        // RFC 3339 and milliseconds read the same.
+        let c = run_with(&answer(200, &body("\"2025-11-24T15:59:00Z\"")), &e, None, 1);
+        assert_eq!(c.sync.unwrap().finished_at, Some((now_s - 60) * 1000));
+        let c = run_with(
+            &answer(200, &body(&format!("{}", (now_s - 60) * 1000))),
+            &e,
+            None,
+            1,
+        );
+        assert_eq!(c.sync.unwrap().finished_at, Some((now_s - 60) * 1000));
+        // Older than max_age: degraded, stale_sync.
+        let c = run_with(
+            &answer(200, &body(&format!("{}", now_s - 7201))),
+            &e,
+            None,
+            1,
+        );
+        assert_eq!(
+            (c.outcome, kind(&c)),
+            (Outcome::Degraded, Some(ErrorKind::StaleSync))
+        );
+        // Staleness never hides a failure.
+        let c = run_with(
+            &answer(503, &body(&format!("{}", now_s - 9999))),
+            &e,
+            None,
+            1,
+        );
+        assert_eq!(c.outcome, Outcome::Offline);
+        // No sync object: nothing seen, nothing stale.
+        let c = run_with(&answer(200, r#"{"status":"online"}"#), &e, None, 1);
+        assert_eq!(c.outcome, Outcome::Online);
+        assert_eq!(c.sync, Some(SyncSeen::default()));
     }
 
     #[test]

@@ -1,21 +1,34 @@
 //! The engine: owns every connection's state, fires probes when the timer
-//! queue (or a cron job) says so, feeds results through classification and
-//! the health machine, and hands records to the writer.
+//! queue (or a cron job) says so and the connection's gates allow it, feeds
+//! results through classification and the monitor state machines, decides
+//! which events are sent and which are held back, and hands records to the
+//! writer.
 //!
 //! It is one task and owns its state outright (no locks): probe tasks send
 //! their reports back over a channel. A global semaphore caps probes in
 //! flight (`max_concurrent_probes`).
+//!
+//! Gates, checked when a connection is due (the tick is skipped otherwise):
+//! a probe still running; the parent (`depends_on`) confirmed failing; an open
+//! circuit; a Retry-After or backoff deadline; the `auth_interval` of an
+//! `auth_required` connection.
+//!
+//! Suppression (events recorded with a reason, not delivered), strongest
+//! first: a maintenance window; the parent failing or suspected (its last
+//! probe failed); flapping (for per-change events). When the reason ends, one
+//! `status_changed` brings receivers from the last health they were sent to
+//! the current one, if the two differ.
 
 use crate::classify::{classify, Rules};
 use crate::config::{Cadence, Config, Connection, Sink};
 use crate::event::{self, Envelope};
-use crate::model::{now_ms, Classified, Health, Outcome, UnixMs};
-use crate::monitor::{HealthMachine, Thresholds, Transition};
+use crate::model::{now_ms, rfc3339, Classified, Health, Outcome, UnixMs};
+use crate::monitor::{CircuitEvent, Draws, FlapEvent, MonitorState, SyncEvent};
 use crate::probe::{Prober, Report, Request};
 use crate::schedule::TimerQueue;
-use crate::store::writer::{Change, NewEvent, ProbeRecord, Writer};
+use crate::store::writer::{NewEvent, Probe, Record, StateRow, Writer};
 use crate::store::Known;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,10 +41,16 @@ struct Watched {
     /// Row key in the database.
     key: i64,
     request: Arc<Request>,
-    health: HealthMachine,
+    state: MonitorState,
     /// A probe is running; a due tick meanwhile is skipped.
     in_flight: bool,
-    /// For each event type seen so far, the sinks it goes to (cached).
+    parent: Option<usize>,
+    children: Vec<usize>,
+    /// Events are held back until then.
+    maintenance_until: Option<UnixMs>,
+    /// What was last handed to the writer, to write only changes.
+    saved: Option<(MonitorState, StateRow)>,
+    /// For each event type, the sinks it goes to (cached).
     routes: HashMap<&'static str, Vec<String>>,
 }
 
@@ -42,95 +61,166 @@ struct Done {
     report: Report,
 }
 
+/// What cron jobs ask of the engine.
+#[derive(Debug, Clone, Copy)]
+pub enum Command {
+    /// Probe this connection (a cron connection is due).
+    Fire(usize),
+    /// This maintenance window starts now.
+    MaintenanceStart(usize),
+}
+
 /// Counters exposed to logs (and later, metrics).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EngineStats {
     pub probes_started: u64,
     pub probes_done: u64,
     pub skipped_busy: u64,
+    /// Due ticks not probed because of a gate (circuit, hold, parent).
+    pub held: u64,
     pub transitions: u64,
     pub events: u64,
+    pub suppressed: u64,
+}
+
+/// A maintenance window: the slots it covers and how long it lasts.
+struct Window {
+    slots: Vec<usize>,
+    duration: Duration,
 }
 
 pub struct Engine {
     conns: Vec<Watched>,
     sinks: Vec<Sink>,
+    windows: Vec<Window>,
     queue: TimerQueue,
     writer: Writer,
     permits: Arc<Semaphore>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
-    cron_rx: mpsc::UnboundedReceiver<usize>,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
     shutdown_timeout: Duration,
     stats: EngineStats,
 }
 
+/// Cron jobs the engine needs: the expression and what to send when it fires.
+pub type CronJobs = Vec<(String, Command)>;
+
 impl Engine {
-    /// Builds the engine; `known` maps ids to stored keys and health.
-    /// Returns the engine and the sender cron jobs use to fire a slot.
+    /// Builds the engine; `known` maps ids to stored keys and state.
+    /// Returns the engine, the sender cron jobs use, and those jobs.
     pub fn new(
         config: &Config,
         known: &HashMap<String, Known>,
         prober: &Prober,
         writer: Writer,
-    ) -> (Engine, mpsc::UnboundedSender<usize>, Vec<(usize, String)>) {
+    ) -> (Engine, mpsc::UnboundedSender<Command>, CronJobs) {
         let start = Instant::now();
+        let now = now_ms();
         let mut queue = TimerQueue::new(start, config.daemon.scheduler_tick);
         let mut conns = Vec::with_capacity(config.connections.len());
         let mut intervals = Vec::new();
-        let mut crons = Vec::new();
+        let mut jobs = Vec::new();
+        let index: HashMap<&str, usize> = config
+            .connections
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.as_str(), i))
+            .collect();
         for (slot, c) in config.connections.iter().enumerate() {
             let k = known.get(&c.id);
-            let health = k
-                .map(|k| HealthMachine::resume(k.health, k.since))
+            let state = k
+                .map(|k| MonitorState::restore(k.state.as_deref(), k.health, k.since))
                 .unwrap_or_default();
             conns.push(Watched {
                 cfg: Arc::new(c.clone()),
                 key: k.map(|k| k.key).unwrap_or(-1),
                 request: Arc::new(prober.request(c)),
-                health,
+                state,
                 in_flight: false,
+                parent: c.depends_on.as_deref().and_then(|p| index.get(p).copied()),
+                children: Vec::new(),
+                maintenance_until: None,
+                saved: None,
                 routes: HashMap::new(),
             });
             match &c.cadence {
                 Cadence::Interval(d) => intervals.push((slot, *d)),
-                Cadence::Cron(expr) => crons.push((slot, expr.clone())),
+                Cadence::Cron(expr) => jobs.push((expr.clone(), Command::Fire(slot))),
             }
+        }
+        for slot in 0..conns.len() {
+            if let Some(p) = conns[slot].parent {
+                conns[p].children.push(slot);
+            }
+        }
+        let mut windows = Vec::new();
+        for (i, m) in config.maintenance.iter().enumerate() {
+            let slots: Vec<usize> = match &m.connections {
+                None => (0..conns.len()).collect(),
+                Some(ids) => ids
+                    .iter()
+                    .filter_map(|id| index.get(id.as_str()).copied())
+                    .collect(),
+            };
+            // A window that is already open (a restart inside it) applies now.
+            if let Some(end) = active_window_end(&m.schedule, m.duration, now) {
+                for &s in &slots {
+                    conns[s].maintenance_until = Some(end);
+                }
+                tracing::info!(window = i, until = %rfc3339(end), "maintenance window in progress");
+            }
+            windows.push(Window {
+                slots,
+                duration: m.duration,
+            });
+            jobs.push((m.schedule.clone(), Command::MaintenanceStart(i)));
         }
         queue.add_all(&intervals);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let (cron_tx, cron_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let engine = Engine {
             conns,
             sinks: config.sinks.clone(),
+            windows,
             queue,
             writer,
             permits: Arc::new(Semaphore::new(config.daemon.max_concurrent_probes)),
             done_tx,
             done_rx,
-            cron_rx,
+            cmd_rx,
             shutdown_timeout: config.daemon.shutdown_timeout,
             stats: EngineStats::default(),
         };
-        (engine, cron_tx, crons)
+        (engine, cmd_tx, jobs)
     }
 
     /// Runs until `shutdown` turns true, then stops scheduling, waits for
     /// probes in flight (up to `shutdown_timeout`) and records them.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> EngineStats {
         let mut due = Vec::new();
+        // Write every connection's state once (status shows holds at once).
+        let now = now_ms();
+        for slot in 0..self.conns.len() {
+            self.save_state(slot, now).await;
+        }
         loop {
             let wake = self.queue.next_wake();
+            let maint = self.next_maintenance_end();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
                 Some(done) = self.done_rx.recv() => self.complete(done).await,
-                Some(slot) = self.cron_rx.recv() => self.fire(slot),
+                Some(cmd) = self.cmd_rx.recv() => match cmd {
+                    Command::Fire(slot) => self.try_fire(slot).await,
+                    Command::MaintenanceStart(i) => self.start_window(i).await,
+                },
+                _ = sleep_until_opt(maint) => self.end_windows().await,
                 _ = sleep_until_opt(wake) => {
                     due.clear();
                     self.queue.pop_due(Instant::now(), &mut due);
                     for &slot in &due {
-                        self.fire(slot);
+                        self.try_fire(slot).await;
                     }
                 }
             }
@@ -157,16 +247,68 @@ impl Engine {
         self.stats
     }
 
-    /// Starts a probe of `slot` unless one is already running.
-    fn fire(&mut self, slot: usize) {
-        let Some(w) = self.conns.get_mut(slot) else {
-            return;
-        };
-        if w.in_flight {
-            self.stats.skipped_busy += 1;
-            tracing::debug!(connection_id = %w.cfg.id, "previous probe still running; skipping this tick");
+    /// Whether the parent of `slot` is confirmed failing (children pause).
+    fn parent_failing(&self, slot: usize) -> bool {
+        self.conns[slot].parent.is_some_and(|p| {
+            let ps = &self.conns[p].state;
+            ps.health.health.is_failure() || ps.breaker.circuit != crate::monitor::Circuit::Closed
+        })
+    }
+
+    /// Why events of `slot` are held back now. `per_change`: the event is a
+    /// per-change one (status, circuit, auth, rate limit), which flapping
+    /// holds too.
+    fn suppression(&self, slot: usize, now: UnixMs, per_change: bool) -> Option<&'static str> {
+        let w = &self.conns[slot];
+        if w.maintenance_until.is_some_and(|t| now < t) {
+            return Some("maintenance");
+        }
+        if let Some(p) = w.parent {
+            let ps = &self.conns[p].state;
+            let suspected = ps.health.last.is_some_and(|o| o.is_failure());
+            if suspected || self.parent_failing(slot) {
+                return Some("parent");
+            }
+        }
+        if per_change && w.state.flap.flapping {
+            return Some("flapping");
+        }
+        None
+    }
+
+    /// Starts a probe of `slot` unless a gate says no.
+    async fn try_fire(&mut self, slot: usize) {
+        if slot >= self.conns.len() {
             return;
         }
+        if self.conns[slot].in_flight {
+            self.stats.skipped_busy += 1;
+            tracing::debug!(connection_id = %self.conns[slot].cfg.id, "previous probe still running; skipping this tick");
+            return;
+        }
+        let now = now_ms();
+        if self.parent_failing(slot) || self.conns[slot].state.gate(now).is_some() {
+            self.stats.held += 1;
+            self.save_state(slot, now).await;
+            return;
+        }
+        if let Some(ev) = self.conns[slot].state.breaker.begin_probe(now) {
+            let sup = self.suppression(slot, now, true);
+            let events = self.circuit_events(slot, ev, now, sup);
+            let state = self.state_row(slot, now);
+            let w = &self.conns[slot];
+            tracing::info!(connection_id = %w.cfg.id, "circuit half-open: trial probe");
+            let rec = Record {
+                conn: w.key,
+                at: now,
+                probe: None,
+                transition: None,
+                events,
+                state,
+            };
+            self.writer.send(rec).await;
+        }
+        let w = &mut self.conns[slot];
         w.in_flight = true;
         self.stats.probes_started += 1;
         let request = Arc::clone(&w.request);
@@ -185,15 +327,14 @@ impl Engine {
         });
     }
 
-    /// Classifies a finished probe, advances the health machine and queues
-    /// the record (with any transition and its events) for the writer.
+    /// Classifies a finished probe, advances the state machines, decides the
+    /// events and queues the record for the writer.
     async fn complete(&mut self, done: Done) {
         self.stats.probes_done += 1;
-        let Some(w) = self.conns.get_mut(done.slot) else {
-            return;
-        };
-        w.in_flight = false;
-        let cfg = Arc::clone(&w.cfg);
+        let slot = done.slot;
+        let at = done.started_at;
+        let cfg = Arc::clone(&self.conns[slot].cfg);
+        self.conns[slot].in_flight = false;
         let rules = Rules {
             expect: &cfg.expect,
             degraded_after: cfg.degraded_after,
@@ -205,11 +346,12 @@ impl Engine {
             rules,
             SystemTime::now(),
         );
-        let thresholds = Thresholds {
-            failure: cfg.breaker.failure_threshold,
-            success: cfg.breaker.success_threshold,
+        let draws = Draws {
+            breaker: fastrand::f64(),
+            backoff: fastrand::f64(),
         };
-        let transition = w.health.observe(c.outcome, done.started_at, thresholds);
+        let parent_was_failing = self.conns[slot].state.health.health.is_failure();
+        let obs = self.conns[slot].state.observe(&c, at, &cfg, draws);
         tracing::debug!(
             connection_id = %cfg.id,
             outcome = %c.outcome,
@@ -217,36 +359,379 @@ impl Engine {
             error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
             "probe"
         );
-        let change = transition.map(|t| {
+        let per_change = self.suppression(slot, at, true);
+        let other = self.suppression(slot, at, false);
+        let mut events = Vec::new();
+        if let Some(f) = obs.flap {
+            events.extend(self.flap_events(slot, f, at, other));
+        }
+        if let Some(t) = obs.transition {
             self.stats.transitions += 1;
-            let consecutive_failures = w.health.consecutive_failures;
-            log_transition(&cfg, &t, &c);
-            let events = events_for(
-                &cfg,
-                &t,
-                &c,
-                consecutive_failures,
-                &self.sinks,
-                &mut w.routes,
-            );
-            self.stats.events += events.len() as u64;
-            Change {
-                transition: t,
-                consecutive_failures,
-                events,
+            log_transition(&cfg, t.previous, t.current, &c, per_change);
+            if let Some(reason) = per_change {
+                events.extend(self.status_events(
+                    slot,
+                    t.previous,
+                    t.current,
+                    Some(&c),
+                    at,
+                    Some(reason),
+                ));
             }
-        });
-        let rec = ProbeRecord {
+        }
+        if per_change.is_none() {
+            if let Some((prev, cur)) = self.conns[slot].state.catch_up() {
+                events.extend(self.status_events(slot, prev, cur, Some(&c), at, None));
+            }
+        }
+        if let Some(ce) = obs.circuit {
+            events.extend(self.circuit_events(slot, ce, at, per_change));
+        }
+        if let Some(rh) = obs.rate_hold {
+            if let Some(asked) = rh.capped_from {
+                tracing::warn!(
+                    connection_id = %cfg.id,
+                    retry_after_s = asked.as_secs(),
+                    capped_s = cfg.retry_after_max.as_secs(),
+                    "Retry-After beyond retry_after_max; capped"
+                );
+            }
+        }
+        for s in &obs.sync {
+            events.extend(self.sync_event(slot, s, at, other));
+        }
+        let state = self.state_row(slot, at);
+        let w = &self.conns[slot];
+        let rec = Record {
             conn: w.key,
-            at: done.started_at,
-            outcome: c.outcome,
-            latency_ms: u32::try_from(c.latency.as_millis()).unwrap_or(u32::MAX),
-            http_status: c.http_status,
-            error: c.error,
-            change,
+            at,
+            probe: Some(Probe {
+                outcome: c.outcome,
+                latency_ms: u32::try_from(c.latency.as_millis()).unwrap_or(u32::MAX),
+                http_status: c.http_status,
+                error: c.error.clone(),
+            }),
+            transition: obs
+                .transition
+                .map(|t| (t, w.state.health.consecutive_failures)),
+            events,
+            state,
         };
-        self.writer.probe(rec).await;
+        self.writer.send(rec).await;
+        // A parent that recovered: its children are probed at once.
+        let recovered = parent_was_failing && !self.conns[slot].state.health.health.is_failure();
+        if recovered && !self.conns[slot].children.is_empty() {
+            tracing::info!(connection_id = %cfg.id, children = self.conns[slot].children.len(), "parent recovered; probing its children now");
+            for child in self.conns[slot].children.clone() {
+                self.try_fire(child).await;
+            }
+        }
     }
+
+    /// Hands the writer the state of `slot` if it changed (no probe).
+    async fn save_state(&mut self, slot: usize, now: UnixMs) {
+        if let Some(state) = self.state_row(slot, now) {
+            let rec = Record {
+                conn: self.conns[slot].key,
+                at: now,
+                probe: None,
+                transition: None,
+                events: Vec::new(),
+                state: Some(state),
+            };
+            self.writer.send(rec).await;
+        }
+    }
+
+    /// The state columns of `slot`, if they differ from the last ones saved.
+    fn state_row(&mut self, slot: usize, now: UnixMs) -> Option<StateRow> {
+        let (hold_until, hold_reason) = if self.parent_failing(slot) {
+            (None, Some("paused_by_parent"))
+        } else {
+            match self.conns[slot].state.gate(now) {
+                Some((t, r)) => (Some(t), Some(r)),
+                None => (None, None),
+            }
+        };
+        let suppressed = self.suppression(slot, now, true);
+        let w = &mut self.conns[slot];
+        if let Some((s, row)) = &w.saved {
+            if *s == w.state
+                && row.hold_until == hold_until
+                && row.hold_reason == hold_reason
+                && row.suppressed == suppressed
+            {
+                return None;
+            }
+        }
+        let row = StateRow {
+            json: w.state.to_json(),
+            circuit: w.state.breaker.circuit.as_str(),
+            hold_until,
+            hold_reason,
+            suppressed,
+            sent_health: w.state.sent.as_str(),
+        };
+        w.saved = Some((w.state.clone(), row.clone()));
+        Some(row)
+    }
+
+    /// Builds an event for `slot` (if its `events` filter lets it exist).
+    fn event(
+        &mut self,
+        slot: usize,
+        kind: &'static str,
+        at: UnixMs,
+        data: Value,
+        suppressed: Option<&'static str>,
+    ) -> Option<NewEvent> {
+        let w = &mut self.conns[slot];
+        if !event::filter_matches(&w.cfg.events, kind) {
+            return None;
+        }
+        let sinks = w
+            .routes
+            .entry(kind)
+            .or_insert_with(|| {
+                self.sinks
+                    .iter()
+                    .filter(|s| {
+                        w.cfg.sinks.contains(&s.id) && event::filter_matches(&s.events, kind)
+                    })
+                    .map(|s| s.id.clone())
+                    .collect()
+            })
+            .clone();
+        self.stats.events += 1;
+        if suppressed.is_some() {
+            self.stats.suppressed += 1;
+        }
+        Some(NewEvent {
+            envelope: Envelope::new(kind, at, Some(&w.cfg.id), data),
+            sinks,
+            suppressed,
+        })
+    }
+
+    /// `status_changed`, plus `auth_required` / `rate_limited` when the new
+    /// health is one of those.
+    fn status_events(
+        &mut self,
+        slot: usize,
+        previous: Health,
+        current: Health,
+        c: Option<&Classified>,
+        at: UnixMs,
+        suppressed: Option<&'static str>,
+    ) -> Vec<NewEvent> {
+        let st = &self.conns[slot].state;
+        let cfg = &self.conns[slot].cfg;
+        let latency_ms = c.map(|c| c.latency.as_millis() as u64);
+        let error = c.and_then(|c| c.error.clone());
+        let data = json!({
+            "previous": previous.as_str(),
+            "current": current.as_str(),
+            "error": error,
+            "latency_ms": latency_ms,
+            "consecutive_failures": st.health.consecutive_failures,
+            "circuit": st.breaker.circuit.as_str(),
+        });
+        let extra = match current {
+            Health::Is(Outcome::AuthRequired) => Some((
+                event::AUTH_REQUIRED,
+                json!({
+                    "error": error,
+                    "auth_interval_s": cfg.auth_interval.as_secs(),
+                    "next_probe_at": st.hold.auth_until.map(rfc3339),
+                }),
+            )),
+            Health::Is(Outcome::RateLimited) => Some((
+                event::RATE_LIMITED,
+                json!({
+                    "error": error,
+                    "retry_after_s": st.hold.rate_limited_until.map(|t| ((t - at).max(0) + 999) / 1000),
+                    "retry_at": st.hold.rate_limited_until.map(rfc3339),
+                }),
+            )),
+            _ => None,
+        };
+        let mut out: Vec<NewEvent> = self
+            .event(slot, event::STATUS_CHANGED, at, data, suppressed)
+            .into_iter()
+            .collect();
+        if let Some((kind, data)) = extra {
+            out.extend(self.event(slot, kind, at, data, suppressed));
+        }
+        out
+    }
+
+    fn circuit_events(
+        &mut self,
+        slot: usize,
+        ce: CircuitEvent,
+        at: UnixMs,
+        suppressed: Option<&'static str>,
+    ) -> Vec<NewEvent> {
+        let id = self.conns[slot].cfg.id.clone();
+        let (kind, data) = match ce {
+            CircuitEvent::Opened {
+                consecutive_failures,
+                failure_rate,
+                until,
+                reopen,
+            } => {
+                tracing::warn!(connection_id = %id, consecutive_failures, until = %rfc3339(until), "circuit opened");
+                (
+                    "circuit.opened",
+                    json!({
+                        "consecutive_failures": consecutive_failures,
+                        "failure_rate": failure_rate,
+                        "open_for_ms": until - at,
+                        "next_trial_at": rfc3339(until),
+                        "reopened": reopen > 0,
+                    }),
+                )
+            }
+            CircuitEvent::HalfOpened => ("circuit.half_opened", json!({ "trial_at": rfc3339(at) })),
+            CircuitEvent::Closed => {
+                tracing::info!(connection_id = %id, "circuit closed");
+                ("circuit.closed", json!({}))
+            }
+        };
+        self.event(slot, kind, at, data, suppressed)
+            .into_iter()
+            .collect()
+    }
+
+    fn flap_events(
+        &mut self,
+        slot: usize,
+        f: FlapEvent,
+        at: UnixMs,
+        suppressed: Option<&'static str>,
+    ) -> Vec<NewEvent> {
+        let id = self.conns[slot].cfg.id.clone();
+        let health = self.conns[slot].state.health.health;
+        let (kind, percent) = match f {
+            FlapEvent::Started { percent } => {
+                tracing::warn!(connection_id = %id, percent, "flapping started; per-change events held");
+                ("connection.flapping_started", percent)
+            }
+            FlapEvent::Stopped { percent } => {
+                tracing::info!(connection_id = %id, percent, health = %health, "flapping stopped");
+                ("connection.flapping_stopped", percent)
+            }
+        };
+        let data = json!({ "percent_state_change": (percent * 10.0).round() / 10.0, "health": health.as_str() });
+        self.event(slot, kind, at, data, suppressed)
+            .into_iter()
+            .collect()
+    }
+
+    fn sync_event(
+        &mut self,
+        slot: usize,
+        s: &SyncEvent,
+        at: UnixMs,
+        suppressed: Option<&'static str>,
+    ) -> Option<NewEvent> {
+        let (kind, data) = match s {
+            SyncEvent::Completed {
+                status,
+                finished_at,
+            } => (
+                "sync.completed",
+                json!({ "status": status, "finished_at": rfc3339(*finished_at) }),
+            ),
+            SyncEvent::Failed {
+                status,
+                finished_at,
+            } => (
+                "sync.failed",
+                json!({ "status": status, "finished_at": rfc3339(*finished_at) }),
+            ),
+            SyncEvent::Stale {
+                finished_at,
+                age_ms,
+            } => {
+                tracing::warn!(connection_id = %self.conns[slot].cfg.id, age_s = age_ms / 1000, "sync is stale");
+                (
+                    "sync.stale",
+                    json!({ "finished_at": rfc3339(*finished_at), "age_s": age_ms / 1000 }),
+                )
+            }
+        };
+        self.event(slot, kind, at, data, suppressed)
+    }
+
+    async fn start_window(&mut self, i: usize) {
+        let Some(w) = self.windows.get(i) else { return };
+        let now = now_ms();
+        let until = now + w.duration.as_millis() as i64;
+        let slots = w.slots.clone();
+        tracing::info!(window = i, connections = slots.len(), until = %rfc3339(until), "maintenance window started; events held");
+        for slot in slots {
+            let c = &mut self.conns[slot];
+            c.maintenance_until = Some(c.maintenance_until.map_or(until, |t| t.max(until)));
+            self.save_state(slot, now).await;
+        }
+    }
+
+    fn next_maintenance_end(&self) -> Option<Instant> {
+        let end = self
+            .conns
+            .iter()
+            .filter_map(|c| c.maintenance_until)
+            .min()?;
+        let wait = (end - now_ms()).max(0) as u64;
+        Some(Instant::now() + Duration::from_millis(wait))
+    }
+
+    /// Ends windows that are over; brings receivers up to date.
+    async fn end_windows(&mut self) {
+        let now = now_ms();
+        for slot in 0..self.conns.len() {
+            if self.conns[slot].maintenance_until.is_none_or(|t| t > now) {
+                continue;
+            }
+            self.conns[slot].maintenance_until = None;
+            tracing::info!(connection_id = %self.conns[slot].cfg.id, "maintenance window ended");
+            let mut events = Vec::new();
+            if self.suppression(slot, now, true).is_none() {
+                if let Some((prev, cur)) = self.conns[slot].state.catch_up() {
+                    events = self.status_events(slot, prev, cur, None, now, None);
+                }
+            }
+            let state = self.state_row(slot, now);
+            if !events.is_empty() || state.is_some() {
+                let rec = Record {
+                    conn: self.conns[slot].key,
+                    at: now,
+                    probe: None,
+                    transition: None,
+                    events,
+                    state,
+                };
+                self.writer.send(rec).await;
+            }
+        }
+    }
+}
+
+/// If a window of `schedule` + `duration` is open at `now`, when it ends.
+pub fn active_window_end(schedule: &str, duration: Duration, now: UnixMs) -> Option<UnixMs> {
+    let cron = croner::Cron::new(schedule)
+        .with_seconds_required()
+        .with_dom_and_dow()
+        .parse()
+        .ok()?;
+    let from = chrono::DateTime::from_timestamp_millis(now - duration.as_millis() as i64)?;
+    let start = cron
+        .find_next_occurrence(&from, true)
+        .ok()?
+        .timestamp_millis();
+    let end = start + duration.as_millis() as i64;
+    (start <= now && now < end).then_some(end)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -256,62 +741,41 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn log_transition(cfg: &Connection, t: &Transition, c: &Classified) {
+fn log_transition(
+    cfg: &Connection,
+    previous: Health,
+    current: Health,
+    c: &Classified,
+    held: Option<&str>,
+) {
     let error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-    if t.current.is_failure() || matches!(t.current, Health::Is(Outcome::AuthRequired)) {
-        tracing::warn!(connection_id = %cfg.id, previous = %t.previous, current = %t.current, error, "health changed");
+    let held = held.unwrap_or("");
+    if current.is_failure() || matches!(current, Health::Is(Outcome::AuthRequired)) {
+        tracing::warn!(connection_id = %cfg.id, %previous, %current, error, held, "health changed");
     } else {
-        tracing::info!(connection_id = %cfg.id, previous = %t.previous, current = %t.current, error, "health changed");
+        tracing::info!(connection_id = %cfg.id, %previous, %current, error, held, "health changed");
     }
 }
 
-/// The events a transition emits, each with the sinks it goes to. The
-/// connection's `events` filter decides whether an event exists at all; each
-/// sink's filter decides whether it gets a delivery.
-fn events_for(
-    cfg: &Connection,
-    t: &Transition,
-    c: &Classified,
-    consecutive_failures: u32,
-    sinks: &[Sink],
-    routes: &mut HashMap<&'static str, Vec<String>>,
-) -> Vec<NewEvent> {
-    let mut kinds: Vec<&'static str> = vec![event::STATUS_CHANGED];
-    match t.current {
-        Health::Is(Outcome::AuthRequired) => kinds.push(event::AUTH_REQUIRED),
-        Health::Is(Outcome::RateLimited) => kinds.push(event::RATE_LIMITED),
-        _ => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_in_progress_is_found() {
+        // Every minute at second 0, lasting 30 s.
+        let base = 1_764_000_000_000i64; // a whole minute
+        assert_eq!(
+            active_window_end("0 * * * * *", Duration::from_secs(30), base + 10_000),
+            Some(base + 30_000)
+        );
+        assert_eq!(
+            active_window_end("0 * * * * *", Duration::from_secs(30), base + 40_000),
+            None
+        );
+        assert_eq!(
+            active_window_end("0 * * * * *", Duration::from_secs(30), base),
+            Some(base + 30_000)
+        );
     }
-    let latency_ms = c.latency.as_millis() as u64;
-    kinds
-        .into_iter()
-        .filter(|k| event::filter_matches(&cfg.events, k))
-        .map(|kind| {
-            let mut data = json!({
-                "previous": t.previous.as_str(),
-                "current": t.current.as_str(),
-                "error": c.error,
-                "latency_ms": latency_ms,
-                "consecutive_failures": consecutive_failures,
-                "circuit": "closed",
-            });
-            if let Some(ra) = c.retry_after {
-                data["retry_after_ms"] = json!(ra.as_millis() as u64);
-            }
-            let envelope = Envelope::new(kind, t.at, Some(&cfg.id), data);
-            let sinks = routes
-                .entry(kind)
-                .or_insert_with(|| {
-                    sinks
-                        .iter()
-                        .filter(|s| {
-                            cfg.sinks.contains(&s.id) && event::filter_matches(&s.events, kind)
-                        })
-                        .map(|s| s.id.clone())
-                        .collect()
-                })
-                .clone();
-            NewEvent { envelope, sinks }
-        })
-        .collect()
 }

@@ -158,7 +158,7 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
         Command::Status { json } => {
             let daemon = load_daemon(&cli.config)?;
             let store = Store::open_read_only(&daemon.database)?;
-            let rows = query::status(&store)?;
+            let rows = query::status(&store, connwatch::model::now_ms())?;
             if json {
                 println!(
                     "{}",

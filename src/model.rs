@@ -224,6 +224,15 @@ pub struct Classified {
     pub latency: Duration,
     /// From `Retry-After` on a rate-limited answer.
     pub retry_after: Option<Duration>,
+    /// The last sync, when `expect.sync` is configured and the body says.
+    pub sync: Option<SyncSeen>,
+}
+
+/// What a status body says about the connection's last data sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncSeen {
+    pub status: Option<String>,
+    pub finished_at: Option<UnixMs>,
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ fn prune_applies_retention() {
     {
         let mut store = connwatch::store::Store::open(&s.db()).unwrap();
         let k = store
-            .sync_connections(&[("a".into(), None, "http://127.0.0.1:9/".into())])
+            .sync_connections(&[connwatch::store::ConnMeta::bare("a")])
             .unwrap()["a"]
             .key;
         let now = connwatch::model::now_ms();

@@ -100,8 +100,22 @@ fn daemon_confirms_each_scenario_and_exits_cleanly() {
         ] {
             assert!(c.get(key).is_some(), "{key} missing in {c}");
         }
-        assert_eq!(c["circuit"], "closed");
+        // Failures open the circuit (same threshold that confirms health);
+        // rate limits, auth and degraded never do.
+        let failing = matches!(
+            c["health"].as_str(),
+            Some("offline" | "unreachable" | "invalid")
+        );
+        let circuit = c["circuit"].as_str().unwrap();
+        if failing {
+            assert!(circuit == "open" || circuit == "half_open", "{c}");
+        } else {
+            assert_eq!(circuit, "closed", "{c}");
+        }
     }
+    assert_eq!(by_id["ratelimit"]["next_probe_reason"], "retry_after");
+    assert_eq!(by_id["auth"]["next_probe_reason"], "auth_backoff");
+    assert_eq!(by_id["stable"]["next_probe_reason"], "cadence");
     assert_eq!(by_id["slow"]["last_error"]["kind"], "timeout");
     assert_eq!(by_id["endless"]["last_error"]["kind"], "body");
     assert!(by_id["endless"]["last_error"]["message"]
@@ -180,7 +194,23 @@ fn daemon_confirms_each_scenario_and_exits_cleanly() {
     let env: Value = serde_json::from_str(&env).unwrap();
     assert!(env["id"].as_str().unwrap().starts_with("evt_"));
     assert_eq!(env["connection_id"], "auth");
-    assert_eq!(env["data"]["current"], "auth_required");
+    assert_eq!(env["data"]["auth_interval_s"], 300);
+    assert!(env["data"]["next_probe_at"].is_string());
+    let changed: String = db
+        .query_row("SELECT envelope FROM events e JOIN connections c ON c.key = e.conn WHERE c.id = 'auth' AND e.type = 'connection.status_changed'", [], |r| r.get(0))
+        .unwrap();
+    let changed: Value = serde_json::from_str(&changed).unwrap();
+    assert_eq!(changed["data"]["previous"], "unknown");
+    assert_eq!(changed["data"]["current"], "auth_required");
+    // Failing connections also opened their circuits, in the same outbox.
+    let opened: i64 = db
+        .query_row(
+            "SELECT count(*) FROM events WHERE type = 'circuit.opened'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(opened >= 5, "{opened}");
 
     // SIGTERM: drain and exit 0.
     let code = terminate(&mut daemon, Duration::from_secs(15));

@@ -61,7 +61,7 @@ async fn cap_holds_and_busy_ticks_are_skipped() {
     let ids: Vec<_> = cfg
         .connections
         .iter()
-        .map(|c| (c.id.clone(), None, c.url.to_string()))
+        .map(connwatch::store::ConnMeta::of)
         .collect();
     let known = Store::open(Path::new(&db))
         .unwrap()

@@ -53,6 +53,20 @@ pub fn ago(at: UnixMs, now: UnixMs) -> String {
     }
 }
 
+/// "in 5s", "in 3m", "now".
+pub fn until(at: UnixMs, now: UnixMs) -> String {
+    let s = (at - now) / 1000;
+    if s <= 0 {
+        "now".into()
+    } else if s < 60 {
+        format!("in {s}s")
+    } else if s < 3600 {
+        format!("in {}m {}s", s / 60, s % 60)
+    } else {
+        format!("in {}h {}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,13 @@ pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SINK_MAX_AGE: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 pub const DEFAULT_SANDBOX_LISTEN: &str = "127.0.0.1:8089";
+pub const DEFAULT_RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+pub const DEFAULT_RATE_LIMIT_BACKOFF_MAX: Duration = Duration::from_secs(1800);
+pub const DEFAULT_FLAP_HIGH: f64 = 50.0;
+pub const DEFAULT_FLAP_LOW: f64 = 25.0;
+pub const DEFAULT_SYNC_STATUS: &str = "/sync/status";
+pub const DEFAULT_SYNC_FINISHED_AT: &str = "/sync/finished_at";
+pub const DEFAULT_SYNC_FAILED: &[&str] = &["failed", "error"];
 /// Shortest interval accepted: below this a status endpoint is being load-tested.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -127,6 +134,19 @@ pub struct Expect {
     pub online: Vec<String>,
     pub degraded: Vec<String>,
     pub offline: Vec<String>,
+    /// Sync freshness, if configured.
+    pub sync: Option<SyncExpect>,
+}
+
+/// `expect.sync`: where the last sync's status and finish time are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncExpect {
+    pub status: String,
+    pub finished_at: String,
+    /// A last sync older than this makes the probe `degraded` (`stale_sync`).
+    pub max_age: Option<Duration>,
+    /// Lower-cased status values that mean the sync failed.
+    pub failed: Vec<String>,
 }
 
 impl Default for Expect {
@@ -137,6 +157,7 @@ impl Default for Expect {
             online: DEFAULT_ONLINE.iter().map(|s| s.to_string()).collect(),
             degraded: DEFAULT_DEGRADED.iter().map(|s| s.to_string()).collect(),
             offline: DEFAULT_OFFLINE.iter().map(|s| s.to_string()).collect(),
+            sync: None,
         }
     }
 }
@@ -204,6 +225,16 @@ pub struct Connection {
     pub expect: Expect,
     pub breaker: Breaker,
     pub auth_interval: Duration,
+    /// A Retry-After longer than this is cut to this (and logged).
+    pub retry_after_max: Duration,
+    /// Cap of the backoff after a 429 without Retry-After.
+    pub rate_limit_backoff_max: Duration,
+    /// Flapping starts above this percent state change...
+    pub flap_high: f64,
+    /// ...and stops below this one.
+    pub flap_low: f64,
+    /// The parent connection (typically the platform's own health endpoint).
+    pub depends_on: Option<String>,
     /// Sink ids this connection's events go to (already defaulted to all).
     pub sinks: Vec<String>,
     /// Event types this connection emits; empty = all.
@@ -394,6 +425,14 @@ pub fn is_secret_name(name: &str) -> bool {
 }
 
 impl Connection {
+    /// The cadence's period, for interval connections.
+    pub fn interval(&self) -> Option<Duration> {
+        match self.cadence {
+            Cadence::Interval(d) => Some(d),
+            Cadence::Cron(_) => None,
+        }
+    }
+
     /// A connection with every default, for `connwatch probe --url`.
     pub fn adhoc(url: Url) -> Connection {
         Connection {
@@ -410,6 +449,11 @@ impl Connection {
             expect: Expect::default(),
             breaker: Breaker::default(),
             auth_interval: DEFAULT_AUTH_INTERVAL,
+            retry_after_max: DEFAULT_RETRY_AFTER_MAX,
+            rate_limit_backoff_max: DEFAULT_RATE_LIMIT_BACKOFF_MAX,
+            flap_high: DEFAULT_FLAP_HIGH,
+            flap_low: DEFAULT_FLAP_LOW,
+            depends_on: None,
             sinks: Vec::new(),
             events: Vec::new(),
             tls: Tls::default(),

@@ -53,6 +53,11 @@ pub struct RawProbe {
     pub expect: Option<RawExpect>,
     pub breaker: Option<RawBreaker>,
     pub auth_interval: Option<String>,
+    pub retry_after_max: Option<String>,
+    pub rate_limit_backoff_max: Option<String>,
+    pub flap_high: Option<f64>,
+    pub flap_low: Option<f64>,
+    pub depends_on: Option<String>,
     pub sinks: Option<Vec<String>>,
     pub events: Option<Vec<String>>,
     pub tls_ca_file: Option<String>,
@@ -64,11 +69,21 @@ pub struct RawProbe {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
+    pub sync: Option<RawSync>,
     pub status: Option<Vec<i64>>,
     pub json_pointer: Option<String>,
     pub online: Option<Vec<String>>,
     pub degraded: Option<Vec<String>>,
     pub offline: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub status: Option<String>,
+    pub finished_at: Option<String>,
+    pub max_age: Option<String>,
+    pub failed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -33,7 +33,18 @@ const fn leaf(name: &'static str) -> Field {
     }
 }
 
+pub const SYNC: &[Field] = &[
+    leaf("status"),
+    leaf("finished_at"),
+    leaf("max_age"),
+    leaf("failed"),
+];
+
 pub const EXPECT: &[Field] = &[
+    Field {
+        name: "sync",
+        shape: Shape::Table(SYNC),
+    },
     leaf("status"),
     leaf("json_pointer"),
     leaf("online"),
@@ -68,6 +79,11 @@ macro_rules! probe_keys {
             Field { name: "expect", shape: Shape::Table(EXPECT) },
             Field { name: "breaker", shape: Shape::Table(BREAKER) },
             leaf("auth_interval"),
+            leaf("retry_after_max"),
+            leaf("rate_limit_backoff_max"),
+            leaf("flap_high"),
+            leaf("flap_low"),
+            leaf("depends_on"),
             leaf("sinks"),
             leaf("events"),
             leaf("tls_ca_file"),

@@ -329,6 +329,43 @@ pub(super) fn validate(
         }
     }
     let conn_ids: HashSet<&str> = connections.iter().map(|c| c.id.as_str()).collect();
+    for (i, c) in raw.connection.iter().enumerate() {
+        let Some(parent) = connections
+            .iter()
+            .find(|k| Some(&k.id) == c.id.as_ref())
+            .and_then(|k| k.depends_on.clone())
+        else {
+            continue;
+        };
+        let at = if c.depends_on.is_some() {
+            format!("connection[{i}].depends_on")
+        } else {
+            "defaults.depends_on".into()
+        };
+        if !conn_ids.contains(parent.as_str()) {
+            cx.err(&at, format!("no connection with id {parent:?}"));
+        } else if c.id.as_deref() == Some(parent.as_str()) {
+            cx.err(&at, "a connection cannot depend on itself");
+        } else {
+            // Follow the chain: a cycle would pause its members forever.
+            let mut seen = vec![c.id.clone().unwrap_or_default()];
+            let mut cur = Some(parent);
+            while let Some(p) = cur {
+                if seen.contains(&p) {
+                    cx.err(
+                        &at,
+                        format!("dependency cycle: {} -> {p}", seen.join(" -> ")),
+                    );
+                    break;
+                }
+                seen.push(p.clone());
+                cur = connections
+                    .iter()
+                    .find(|k| k.id == p)
+                    .and_then(|k| k.depends_on.clone());
+            }
+        }
+    }
     let mut maintenance = Vec::new();
     for (i, m) in raw.maintenance.iter().enumerate() {
         let mp = format!("maintenance[{i}]");
@@ -673,6 +710,64 @@ fn connection(
         Some((s, p)) => cx.duration_in(s, &p, MIN_INTERVAL, Duration::from_secs(86_400)),
         None => Some(breaker_auth.unwrap_or(DEFAULT_AUTH_INTERVAL)),
     };
+    let limit_dur = |cx: &mut Ctx<'_>,
+                     cv: &Option<String>,
+                     dv: &Option<String>,
+                     key: &str,
+                     default: Duration| match pick(cv, Some(dv), cp, dp, key) {
+        Some((s, p)) => cx.duration_in(s, &p, Duration::from_secs(1), Duration::from_secs(86_400)),
+        None => Some(default),
+    };
+    let retry_after_max = limit_dur(
+        cx,
+        &c.retry_after_max,
+        &d.retry_after_max,
+        "retry_after_max",
+        DEFAULT_RETRY_AFTER_MAX,
+    );
+    let rate_limit_backoff_max = limit_dur(
+        cx,
+        &c.rate_limit_backoff_max,
+        &d.rate_limit_backoff_max,
+        "rate_limit_backoff_max",
+        DEFAULT_RATE_LIMIT_BACKOFF_MAX,
+    );
+    let pct =
+        |cx: &mut Ctx<'_>, cv: &Option<f64>, dv: &Option<f64>, key: &str, default: f64| match pick(
+            cv,
+            Some(dv),
+            cp,
+            dp,
+            key,
+        ) {
+            Some((v, _)) if v.is_finite() && *v > 0.0 && *v <= 100.0 => Some(*v),
+            Some((v, p)) => {
+                cx.err(
+                    &p,
+                    format!("{v} is out of range (a percent above 0, at most 100)"),
+                );
+                None
+            }
+            None => Some(default),
+        };
+    let flap_high = pct(
+        cx,
+        &c.flap_high,
+        &d.flap_high,
+        "flap_high",
+        DEFAULT_FLAP_HIGH,
+    );
+    let flap_low = pct(cx, &c.flap_low, &d.flap_low, "flap_low", DEFAULT_FLAP_LOW);
+    if let (Some(h), Some(l)) = (flap_high, flap_low) {
+        if l >= h {
+            cx.err(
+                &format!("{cp}.flap_low"),
+                format!("flap_low ({l}) must be below flap_high ({h})"),
+            );
+        }
+    }
+    let depends_on = pick(&c.depends_on, Some(&d.depends_on), cp, dp, "depends_on")
+        .and_then(|(v, p)| cx.string(v, &p));
     let sinks = match pick(&c.sinks, Some(&d.sinks), cp, dp, "sinks") {
         None => sink_ids.to_vec(),
         Some((list, p)) => {
@@ -725,6 +820,11 @@ fn connection(
         expect: expect?,
         breaker: breaker?,
         auth_interval: auth_interval?,
+        retry_after_max: retry_after_max?,
+        rate_limit_backoff_max: rate_limit_backoff_max?,
+        flap_high: flap_high?,
+        flap_low: flap_low?,
+        depends_on,
         sinks,
         events,
         tls: tls?,
@@ -819,6 +919,54 @@ fn expect(
                 None => ok = false,
             }
         }
+    }
+    if let Some((sy, p)) = pick(&c.sync, Some(&dd.sync), &cpe, dpe, "sync") {
+        let mut se = SyncExpect {
+            status: DEFAULT_SYNC_STATUS.into(),
+            finished_at: DEFAULT_SYNC_FINISHED_AT.into(),
+            max_age: None,
+            failed: DEFAULT_SYNC_FAILED.iter().map(|s| s.to_string()).collect(),
+        };
+        for (key, val, slot) in [
+            ("status", &sy.status, 0),
+            ("finished_at", &sy.finished_at, 1),
+        ] {
+            if let Some(v) = val {
+                let kp = format!("{p}.{key}");
+                match cx.string(v, &kp) {
+                    Some(v) if v.starts_with('/') => {
+                        if slot == 0 {
+                            se.status = v
+                        } else {
+                            se.finished_at = v
+                        }
+                    }
+                    Some(v) => {
+                        cx.err(&kp, format!("JSON pointer {v:?} must start with \"/\""));
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(m) = &sy.max_age {
+            match cx.duration_in(
+                m,
+                &format!("{p}.max_age"),
+                Duration::from_secs(1),
+                Duration::from_secs(365 * 86_400),
+            ) {
+                Some(d) => se.max_age = Some(d),
+                None => ok = false,
+            }
+        }
+        if let Some(f) = &sy.failed {
+            match value_list(cx, f, &format!("{p}.failed")) {
+                Some(v) => se.failed = v,
+                None => ok = false,
+            }
+        }
+        e.sync = Some(se);
     }
     for v in &e.online {
         if e.degraded.contains(v) || e.offline.contains(v) {

@@ -17,6 +17,10 @@
 use crate::model::{Health, Outcome, UnixMs};
 use serde::{Deserialize, Serialize};
 
+/// Counters stop here (above any threshold, which is at most 100): a steady
+/// connection's state then stops changing, so it is not rewritten.
+pub const COUNTER_CAP: u32 = 128;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
     pub failure: u32,
@@ -71,16 +75,20 @@ impl HealthMachine {
     /// Feeds one outcome; returns the transition if the health changed.
     pub fn observe(&mut self, outcome: Outcome, at: UnixMs, t: Thresholds) -> Option<Transition> {
         if self.last == Some(outcome) {
-            self.run = self.run.saturating_add(1);
+            self.run = self.run.saturating_add(1).min(COUNTER_CAP);
         } else {
             self.last = Some(outcome);
             self.run = 1;
         }
         if outcome.is_failure() {
-            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            self.consecutive_failures =
+                self.consecutive_failures.saturating_add(1).min(COUNTER_CAP);
             self.consecutive_successes = 0;
         } else if matches!(outcome, Outcome::Online | Outcome::Degraded) {
-            self.consecutive_successes = self.consecutive_successes.saturating_add(1);
+            self.consecutive_successes = self
+                .consecutive_successes
+                .saturating_add(1)
+                .min(COUNTER_CAP);
             self.consecutive_failures = 0;
         } else {
             // auth_required / rate_limited: neither a failure nor a success.

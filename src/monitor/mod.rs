@@ -1,9 +1,163 @@
 //! Pure per-connection state machines, time passed in.
 //!
-//! `health` confirms outcomes into a health (PRODUCT §2, first paragraph).
-//! The circuit breaker, backoff, flapping and maintenance plug in beside it:
-//! each takes the classified outcome and the time, and returns what changed.
+//! - [`health`]: outcomes -> confirmed health;
+//! - [`breaker`]: the circuit breaker;
+//! - [`hold`]: Retry-After / backoff and the slow cadence of `auth_required`;
+//! - [`flap`]: Nagios-style flap detection;
+//! - [`sync`]: sync freshness.
+//!
+//! [`MonitorState`] holds them all for one connection, decides whether a
+//! probe may be sent ([`MonitorState::gate`]) and takes each classified
+//! probe ([`MonitorState::observe`]). It is serialised into the database so
+//! a restart resumes it (an open breaker stays open; a Retry-After deadline
+//! still holds).
 
+pub mod breaker;
+pub mod flap;
 pub mod health;
+pub mod hold;
+pub mod sync;
 
+pub use breaker::{BreakerState, Circuit, CircuitEvent};
+pub use flap::{FlapEvent, FlapState};
 pub use health::{HealthMachine, Thresholds, Transition};
+pub use hold::{HoldSettings, HoldState, RateHold};
+pub use sync::{SyncEvent, SyncState};
+
+use crate::config::Connection;
+use crate::model::{Classified, Health, UnixMs};
+use serde::{Deserialize, Serialize};
+
+/// Base of the rate-limit backoff for cron connections (no interval).
+pub const CRON_BACKOFF_BASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Everything connwatch remembers about one connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MonitorState {
+    pub health: HealthMachine,
+    pub breaker: BreakerState,
+    pub hold: HoldState,
+    pub flap: FlapState,
+    pub sync: SyncState,
+    /// The health receivers were last told (the last `status_changed` that
+    /// was not suppressed). Suppressed changes are caught up from here.
+    pub sent: Health,
+}
+
+impl Default for MonitorState {
+    fn default() -> Self {
+        MonitorState {
+            health: HealthMachine::default(),
+            breaker: BreakerState::default(),
+            hold: HoldState::default(),
+            flap: FlapState::default(),
+            sync: SyncState::default(),
+            sent: Health::Unknown,
+        }
+    }
+}
+
+/// What one probe changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub transition: Option<Transition>,
+    pub circuit: Option<CircuitEvent>,
+    pub rate_hold: Option<RateHold>,
+    pub flap: Option<FlapEvent>,
+    pub sync: Vec<SyncEvent>,
+}
+
+/// Uniform draws in [0, 1) for the jitter of the breaker and the backoff.
+#[derive(Debug, Clone, Copy)]
+pub struct Draws {
+    pub breaker: f64,
+    pub backoff: f64,
+}
+
+impl MonitorState {
+    /// Why a probe must not be sent at `now`, and until when.
+    pub fn gate(&self, now: UnixMs) -> Option<(UnixMs, &'static str)> {
+        if let Some(t) = self.breaker.blocked_until(now) {
+            return Some((t, "circuit_open"));
+        }
+        self.hold.blocked_until(now)
+    }
+
+    /// Takes one classified probe that started at `at`.
+    pub fn observe(
+        &mut self,
+        c: &Classified,
+        at: UnixMs,
+        cfg: &Connection,
+        draws: Draws,
+    ) -> Observed {
+        let t = Thresholds {
+            failure: cfg.breaker.failure_threshold,
+            success: cfg.breaker.success_threshold,
+        };
+        let transition = self.health.observe(c.outcome, at, t);
+        let circuit = self
+            .breaker
+            .record(c.outcome, at, &cfg.breaker, draws.breaker);
+        let hs = HoldSettings {
+            base: cfg.interval().unwrap_or(CRON_BACKOFF_BASE),
+            retry_after_max: cfg.retry_after_max,
+            backoff_max: cfg.rate_limit_backoff_max,
+            auth_interval: cfg.auth_interval,
+        };
+        let rate_hold = self
+            .hold
+            .record(c.outcome, c.retry_after, at, &hs, draws.backoff);
+        let flap = self.flap.record(c.outcome, cfg.flap_high, cfg.flap_low);
+        let sync = match (&c.sync, &cfg.expect.sync) {
+            (Some(seen), Some(se)) => self.sync.record(
+                seen,
+                at,
+                se.max_age.map(|d| d.as_millis() as i64),
+                &se.failed,
+            ),
+            _ => Vec::new(),
+        };
+        Observed {
+            transition,
+            circuit,
+            rate_hold,
+            flap,
+            sync,
+        }
+    }
+
+    /// The change receivers should hear now, if any: the confirmed health
+    /// differs from the last one sent. Marks it sent. Call only when nothing
+    /// suppresses events.
+    pub fn catch_up(&mut self) -> Option<(Health, Health)> {
+        let cur = self.health.health;
+        if cur == Health::Unknown || cur == self.sent {
+            return None;
+        }
+        let prev = self.sent;
+        self.sent = cur;
+        Some((prev, cur))
+    }
+
+    /// Resumes from a stored snapshot; `None` or garbage starts afresh with
+    /// the stored health.
+    pub fn restore(json: Option<&str>, health: Health, since: Option<UnixMs>) -> MonitorState {
+        match json.and_then(|j| serde_json::from_str::<MonitorState>(j).ok()) {
+            Some(s) => s,
+            None => MonitorState {
+                health: HealthMachine::resume(health, since),
+                sent: health,
+                ..MonitorState::default()
+            },
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -62,6 +62,49 @@ pub struct Known {
     pub key: i64,
     pub health: Health,
     pub since: Option<UnixMs>,
+    /// The monitor state snapshot (JSON), if any was saved.
+    pub state: Option<String>,
+}
+
+/// What the database records about a configured connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnMeta {
+    pub id: String,
+    pub name: Option<String>,
+    /// Credentials masked.
+    pub url: String,
+    /// `every 30s` or the cron expression.
+    pub cadence: String,
+    pub interval_ms: Option<i64>,
+    pub depends_on: Option<String>,
+}
+
+impl ConnMeta {
+    pub fn of(c: &crate::config::Connection) -> ConnMeta {
+        ConnMeta {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            url: crate::config::redact_url(&c.url),
+            cadence: match &c.cadence {
+                crate::config::Cadence::Interval(d) => {
+                    format!("every {}", crate::config::format_duration(*d))
+                }
+                crate::config::Cadence::Cron(e) => e.clone(),
+            },
+            interval_ms: c.interval().map(|d| d.as_millis() as i64),
+            depends_on: c.depends_on.clone(),
+        }
+    }
+
+    /// A bare entry (tests).
+    pub fn bare(id: &str) -> ConnMeta {
+        ConnMeta {
+            id: id.into(),
+            url: "http://h/".into(),
+            cadence: "every 30s".into(),
+            ..Default::default()
+        }
+    }
 }
 
 impl Store {
@@ -132,10 +175,7 @@ impl Store {
     /// Makes sure every configured connection has a row; returns each one's
     /// key and last confirmed health (so health survives a restart).
     /// Connections no longer configured keep their rows and history.
-    pub fn sync_connections(
-        &mut self,
-        conns: &[(String, Option<String>, String)],
-    ) -> Result<HashMap<String, Known>> {
+    pub fn sync_connections(&mut self, conns: &[ConnMeta]) -> Result<HashMap<String, Known>> {
         let p = self.path.clone();
         let tx = self.db.transaction().map_err(|e| sq(&p, e))?;
         tx.execute("UPDATE connections SET configured = 0", [])
@@ -144,27 +184,37 @@ impl Store {
         {
             let mut up = tx
                 .prepare(
-                    "INSERT INTO connections (id, name, url, configured) VALUES (?1, ?2, ?3, 1)
-                     ON CONFLICT(id) DO UPDATE SET name = excluded.name, url = excluded.url, configured = 1",
+                    "INSERT INTO connections (id, name, url, configured, cadence, interval_ms, depends_on)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
+                     ON CONFLICT(id) DO UPDATE SET name = excluded.name, url = excluded.url, configured = 1,
+                       cadence = excluded.cadence, interval_ms = excluded.interval_ms, depends_on = excluded.depends_on",
                 )
                 .map_err(|e| sq(&p, e))?;
             let mut get = tx
-                .prepare("SELECT key, health, health_since FROM connections WHERE id = ?1")
+                .prepare("SELECT key, health, health_since, state FROM connections WHERE id = ?1")
                 .map_err(|e| sq(&p, e))?;
-            for (id, name, url) in conns {
-                up.execute(rusqlite::params![id, name, url])
-                    .map_err(|e| sq(&p, e))?;
+            for c in conns {
+                up.execute(rusqlite::params![
+                    c.id,
+                    c.name,
+                    c.url,
+                    c.cadence,
+                    c.interval_ms,
+                    c.depends_on
+                ])
+                .map_err(|e| sq(&p, e))?;
                 let k = get
-                    .query_row([id], |r| {
+                    .query_row([&c.id], |r| {
                         Ok(Known {
                             key: r.get(0)?,
                             health: Health::parse(&r.get::<_, String>(1)?)
                                 .unwrap_or(Health::Unknown),
                             since: r.get(2)?,
+                            state: r.get(3)?,
                         })
                     })
                     .map_err(|e| sq(&p, e))?;
-                out.insert(id.clone(), k);
+                out.insert(c.id.clone(), k);
             }
         }
         tx.commit().map_err(|e| sq(&p, e))?;
@@ -253,19 +303,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cw.db");
         let mut s = Store::open(&path).unwrap();
-        let a = s
-            .sync_connections(&[("a".into(), None, "http://x/".into())])
-            .unwrap();
+        let a = s.sync_connections(&[ConnMeta::bare("a")]).unwrap();
         s.db.execute(
             "UPDATE connections SET health = 'offline', health_since = 5 WHERE id = 'a'",
             [],
         )
         .unwrap();
         let b = s
-            .sync_connections(&[
-                ("b".into(), None, "http://y/".into()),
-                ("a".into(), Some("A".into()), "http://x/".into()),
-            ])
+            .sync_connections(&[ConnMeta::bare("b"), ConnMeta::bare("a")])
             .unwrap();
         assert_eq!(a["a"].key, b["a"].key);
         assert_eq!(b["a"].health, Health::Is(crate::model::Outcome::Offline));

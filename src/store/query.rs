@@ -21,67 +21,136 @@ pub struct StatusRow {
     pub last_latency_ms: Option<i64>,
     pub last_error: Option<ProbeError>,
     pub consecutive_failures: i64,
+    /// When the next probe is due, if known (null while paused by the parent).
+    pub next_probe_at: Option<String>,
+    /// Why then: `cadence`, `circuit_open`, `retry_after`, `auth_backoff`,
+    /// `paused_by_parent`.
+    pub next_probe_reason: String,
+    /// Why events are held back now, if they are: `maintenance`, `parent`,
+    /// `flapping`.
+    pub suppressed: Option<String>,
+    pub flapping: bool,
+    /// The health receivers were last sent.
+    pub sent_health: Option<String>,
+    pub cadence: Option<String>,
+    pub depends_on: Option<String>,
     #[serde(skip)]
     pub since_ms: Option<UnixMs>,
     #[serde(skip)]
     pub last_probe_ms: Option<UnixMs>,
+    #[serde(skip)]
+    pub next_probe_ms: Option<UnixMs>,
 }
 
-/// key, id, name, health, health_since, circuit, consecutive_failures
-type ConnRow = (
-    i64,
-    String,
-    Option<String>,
-    String,
-    Option<i64>,
-    String,
-    i64,
-);
+/// The connection columns `status` reads.
+struct ConnRow {
+    key: i64,
+    id: String,
+    name: Option<String>,
+    health: String,
+    since: Option<i64>,
+    circuit: String,
+    consecutive_failures: i64,
+    state: Option<String>,
+    hold_until: Option<i64>,
+    hold_reason: Option<String>,
+    suppressed: Option<String>,
+    sent_health: Option<String>,
+    cadence: Option<String>,
+    interval_ms: Option<i64>,
+    depends_on: Option<String>,
+}
 
-/// Every configured connection, in id order.
-pub fn status(store: &Store) -> Result<Vec<StatusRow>> {
+/// Every configured connection, in id order, as of `now`.
+pub fn status(store: &Store, now: UnixMs) -> Result<Vec<StatusRow>> {
     let p = &store.path;
     let mut stmt = store
         .db
         .prepare(
-            "SELECT key, id, name, health, health_since, circuit, consecutive_failures
+            "SELECT key, id, name, health, health_since, circuit, consecutive_failures, state, hold_until,
+                    hold_reason, suppressed, sent_health, cadence, interval_ms, depends_on
              FROM connections WHERE configured = 1 ORDER BY id",
         )
         .map_err(|e| sq(p, e))?;
     let rows: Vec<ConnRow> = stmt
         .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
+            Ok(ConnRow {
+                key: r.get(0)?,
+                id: r.get(1)?,
+                name: r.get(2)?,
+                health: r.get(3)?,
+                since: r.get(4)?,
+                circuit: r.get(5)?,
+                consecutive_failures: r.get(6)?,
+                state: r.get(7)?,
+                hold_until: r.get(8)?,
+                hold_reason: r.get(9)?,
+                suppressed: r.get(10)?,
+                sent_health: r.get(11)?,
+                cadence: r.get(12)?,
+                interval_ms: r.get(13)?,
+                depends_on: r.get(14)?,
+            })
         })
         .map_err(|e| sq(p, e))?
         .collect::<rusqlite::Result<_>>()
         .map_err(|e| sq(p, e))?;
     let mut out = Vec::with_capacity(rows.len());
-    for (key, id, name, health, since, circuit, cf) in rows {
-        let last = last_probe(store, key)?;
+    for c in rows {
+        let last = last_probe(store, c.key)?;
+        let state = c
+            .state
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<crate::monitor::MonitorState>(j).ok());
+        let flapping = state.as_ref().is_some_and(|s| s.flap.flapping);
+        let (next_ms, reason) = match (c.hold_reason.as_deref(), c.hold_until) {
+            (Some("paused_by_parent"), _) => (None, "paused_by_parent".to_string()),
+            (Some(r), Some(t)) if t > now => (Some(t), r.to_string()),
+            _ => {
+                let next = match (c.interval_ms, &c.cadence) {
+                    (Some(iv), _) => last.as_ref().map(|l| (l.at + iv).max(now)),
+                    (None, Some(expr)) => next_cron(expr, now),
+                    _ => None,
+                };
+                (next, "cadence".to_string())
+            }
+        };
         out.push(StatusRow {
-            id,
-            name,
-            health,
-            circuit,
-            since: since.map(crate::model::rfc3339),
+            id: c.id,
+            name: c.name,
+            health: c.health,
+            circuit: c.circuit,
+            since: c.since.map(crate::model::rfc3339),
             last_outcome: last.as_ref().map(|l| l.outcome.as_str().to_string()),
             last_probe_at: last.as_ref().map(|l| crate::model::rfc3339(l.at)),
             last_latency_ms: last.as_ref().map(|l| l.latency_ms),
             last_error: last.as_ref().and_then(|l| l.error.clone()),
-            consecutive_failures: cf,
-            since_ms: since,
+            consecutive_failures: c.consecutive_failures,
+            next_probe_at: next_ms.map(crate::model::rfc3339),
+            next_probe_reason: reason,
+            suppressed: c.suppressed,
+            flapping,
+            sent_health: c.sent_health,
+            cadence: c.cadence,
+            depends_on: c.depends_on,
+            since_ms: c.since,
             last_probe_ms: last.as_ref().map(|l| l.at),
+            next_probe_ms: next_ms,
         });
     }
     Ok(out)
+}
+
+fn next_cron(expr: &str, now: UnixMs) -> Option<UnixMs> {
+    let cron = croner::Cron::new(expr)
+        .with_seconds_required()
+        .with_dom_and_dow()
+        .parse()
+        .ok()?;
+    let from = chrono::DateTime::from_timestamp_millis(now)?;
+    cron.find_next_occurrence(&from, false)
+        .ok()
+        .map(|d| d.timestamp_millis())
 }
 
 struct Last {

@@ -83,7 +83,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("cw.db")).unwrap();
         let k = s
-            .sync_connections(&[("a".into(), None, "http://x/".into())])
+            .sync_connections(&[crate::store::ConnMeta::bare("a")])
             .unwrap()["a"]
             .key;
         let day = 86_400_000i64;

@@ -88,6 +88,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (hour, conn)
     ) WITHOUT ROWID;
     ",
+    // 2: breaker, holds, flapping, suppression and what status shows.
+    "
+    ALTER TABLE connections ADD COLUMN state TEXT;          -- monitor::MonitorState, JSON
+    ALTER TABLE connections ADD COLUMN hold_until INTEGER;  -- no probe before this (unix ms)
+    ALTER TABLE connections ADD COLUMN hold_reason TEXT;    -- circuit_open | retry_after | auth_backoff | paused_by_parent
+    ALTER TABLE connections ADD COLUMN suppressed TEXT;     -- maintenance | parent | flapping
+    ALTER TABLE connections ADD COLUMN sent_health TEXT;    -- last health sent to receivers
+    ALTER TABLE connections ADD COLUMN cadence TEXT;        -- 'every 30s' or a cron expression
+    ALTER TABLE connections ADD COLUMN interval_ms INTEGER;
+    ALTER TABLE connections ADD COLUMN depends_on TEXT;
+    ALTER TABLE events ADD COLUMN suppressed TEXT;          -- recorded, not delivered: why
+    ",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -3,11 +3,12 @@
 //! It runs on its own thread (SQLite calls block) and takes records from a
 //! bounded channel. Whatever is queued when it wakes is written in one
 //! transaction (group commit), so thousands of probes a second cost a few
-//! commits. Online probes only touch memory: the open run of each connection
-//! and the hourly rollup are appended at `history_flush` (and when the run
-//! ends), so a healthy fleet writes a few bytes per probe. A probe that is not
-//! online, a health transition and the events it causes are written at once,
-//! all in the same transaction (the outbox guarantee of PRODUCT §5).
+//! commits. Online probes only touch memory: the open run of each connection,
+//! the hourly rollup and the connection's latest state are written at
+//! `history_flush` (and when the run ends), so a healthy fleet writes a few
+//! bytes per probe. A probe that is not online, a health transition, and the
+//! events they cause are written at once, all in the same transaction (the
+//! outbox guarantee of PRODUCT §5).
 //!
 //! A failed write (disk full, database locked) keeps its rows and is retried
 //! with backoff; nothing already accepted is dropped.
@@ -28,31 +29,58 @@ pub const QUEUE: usize = 16 * 1024;
 pub const ROLLUP_FLUSH: Duration = Duration::from_secs(300);
 const HOUR_MS: i64 = 3_600_000;
 
-/// One probe, with the health change it caused, if any.
+/// What the engine hands the writer: a probe, and/or what it changed.
 #[derive(Debug, Clone)]
-pub struct ProbeRecord {
+pub struct Record {
     pub conn: i64,
     pub at: UnixMs,
+    pub probe: Option<Probe>,
+    /// A confirmed health change, with the failure count at that moment.
+    pub transition: Option<(Transition, u32)>,
+    pub events: Vec<NewEvent>,
+    /// The connection's state, when it changed.
+    pub state: Option<StateRow>,
+}
+
+/// One probe's result.
+#[derive(Debug, Clone)]
+pub struct Probe {
     pub outcome: Outcome,
     pub latency_ms: u32,
     pub http_status: Option<u16>,
     pub error: Option<ProbeError>,
-    pub change: Option<Change>,
 }
 
-/// A confirmed health change and the events it emits.
-#[derive(Debug, Clone)]
-pub struct Change {
-    pub transition: Transition,
-    pub consecutive_failures: u32,
-    pub events: Vec<NewEvent>,
-}
-
-/// An event and the sinks it is to be delivered to.
+/// An event, the sinks it is to be delivered to, and why it is held back
+/// (recorded with no deliveries) if it is.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub envelope: Envelope,
     pub sinks: Vec<String>,
+    pub suppressed: Option<&'static str>,
+}
+
+/// The connection row's state columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRow {
+    /// `MonitorState` as JSON (restored at start).
+    pub json: String,
+    pub circuit: &'static str,
+    pub hold_until: Option<UnixMs>,
+    pub hold_reason: Option<&'static str>,
+    pub suppressed: Option<&'static str>,
+    pub sent_health: &'static str,
+}
+
+impl Record {
+    /// Whether the writer must commit this now (else it is held in memory).
+    fn urgent(&self) -> bool {
+        self.probe
+            .as_ref()
+            .is_none_or(|p| p.outcome != Outcome::Online)
+            || self.transition.is_some()
+            || !self.events.is_empty()
+    }
 }
 
 /// Counters for logs and benchmarks.
@@ -65,19 +93,17 @@ pub struct WriterStats {
     pub failed_writes: u64,
 }
 
+type PruneReply = oneshot::Sender<super::Result<super::retention::Pruned>>;
+
 enum Op {
-    Probe(Box<ProbeRecord>),
+    Record(Box<Record>),
     Flush(oneshot::Sender<()>),
-    Prune(
-        Duration,
-        oneshot::Sender<super::Result<super::retention::Pruned>>,
-    ),
+    Prune(Duration, PruneReply),
     /// Write everything and stop, even if other handles still exist.
     Close,
 }
 
-/// The sending side; cloned by every producer. When all handles are dropped
-/// the writer flushes and its thread ends.
+/// The sending side; cloned by every producer.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
@@ -115,10 +141,10 @@ impl Writer {
         Ok((Writer { tx }, WriterJoin(handle)))
     }
 
-    /// Queues a probe record; waits if the queue is full.
-    pub async fn probe(&self, rec: ProbeRecord) {
+    /// Queues a record; waits if the queue is full.
+    pub async fn send(&self, rec: Record) {
         // The only error is "writer gone", which happens only at shutdown.
-        let _ = self.tx.send(Op::Probe(Box::new(rec))).await;
+        let _ = self.tx.send(Op::Record(Box::new(rec))).await;
     }
 
     /// Applies retention on the writer's connection (so it never races the
@@ -177,13 +203,17 @@ struct RollupRow {
 #[derive(Default)]
 struct Backlog {
     runs: Vec<(i64, Run)>,
-    probes: Vec<ProbeRecord>,
+    records: Vec<Record>,
     rollups: Vec<RollupRow>,
+    states: Vec<(i64, StateRow)>,
 }
 
 impl Backlog {
     fn is_empty(&self) -> bool {
-        self.runs.is_empty() && self.probes.is_empty() && self.rollups.is_empty()
+        self.runs.is_empty()
+            && self.records.is_empty()
+            && self.rollups.is_empty()
+            && self.states.is_empty()
     }
 }
 
@@ -192,6 +222,8 @@ struct State {
     path: PathBuf,
     runs: HashMap<i64, Run>,
     rollups: HashMap<(i64, i64), Acc>,
+    /// Latest state of connections whose records were not urgent.
+    states: HashMap<i64, StateRow>,
     backlog: Backlog,
     stats: WriterStats,
     /// Consecutive failed writes (for backoff and to log once per streak).
@@ -209,6 +241,7 @@ async fn run(
         path,
         runs: HashMap::new(),
         rollups: HashMap::new(),
+        states: HashMap::new(),
         backlog: Backlog::default(),
         stats: WriterStats::default(),
         failing: 0,
@@ -218,7 +251,7 @@ async fn run(
     let mut next_rollup = start + ROLLUP_FLUSH;
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut prunes: Vec<PruneRequest> = Vec::new();
+    let mut prunes: Vec<(Duration, PruneReply)> = Vec::new();
     let mut open = true;
     let mut last_hour = crate::model::now_ms().div_euclid(HOUR_MS) * HOUR_MS;
     while open || !st.backlog.is_empty() {
@@ -242,11 +275,13 @@ async fn run(
             }
         }
         let now = tokio::time::Instant::now();
-        let flush_all = !open || !waiters.is_empty() || now >= next_flush;
-        if flush_all {
+        let forced = !open || !waiters.is_empty() || !prunes.is_empty();
+        if forced || now >= next_flush {
             st.close_runs();
+            let states: Vec<(i64, StateRow)> = st.states.drain().collect();
+            st.backlog.states.extend(states);
             next_flush = now + history_flush;
-            if !open || !waiters.is_empty() || now >= next_rollup {
+            if forced || now >= next_rollup {
                 st.take_rollups(None);
                 next_rollup = now + ROLLUP_FLUSH;
             }
@@ -300,8 +335,8 @@ async fn run(
                     if st.failing > 5 {
                         tracing::error!(
                             component = "writer",
-                            "giving up: {} probe rows not written",
-                            st.backlog.probes.len()
+                            "giving up: {} records not written",
+                            st.backlog.records.len()
                         );
                         break;
                     }
@@ -313,71 +348,68 @@ async fn run(
     st.stats
 }
 
-type PruneRequest = (
-    Duration,
-    oneshot::Sender<super::Result<super::retention::Pruned>>,
-);
-
 impl State {
     /// Takes one op; returns false when the writer is asked to close.
     fn accept(
         &mut self,
         op: Op,
         waiters: &mut Vec<oneshot::Sender<()>>,
-        prunes: &mut Vec<PruneRequest>,
+        prunes: &mut Vec<(Duration, PruneReply)>,
     ) -> bool {
         match op {
             Op::Close => return false,
             Op::Flush(w) => waiters.push(w),
-            Op::Prune(d, reply) => {
-                // Write what memory holds first, so pruning sees it.
-                waiters.push(oneshot::channel().0);
-                prunes.push((d, reply));
-            }
-            Op::Probe(rec) => {
-                self.stats.probes += 1;
-                let rec = *rec;
-                let lat = i64::from(rec.latency_ms);
-                let acc = self
-                    .rollups
-                    .entry((rec.conn, rec.at - rec.at.rem_euclid(HOUR_MS)))
-                    .or_default();
-                acc.count += 1;
-                acc.failures += i64::from(rec.outcome.is_failure());
-                acc.latencies.push(rec.latency_ms);
-                if rec.outcome == Outcome::Online {
-                    let r = self.runs.entry(rec.conn).or_insert(Run {
-                        first_at: rec.at,
-                        last_at: rec.at,
-                        count: 0,
-                        min: lat,
-                        max: lat,
-                        sum: 0,
-                    });
-                    r.last_at = rec.at;
-                    r.count += 1;
-                    r.min = r.min.min(lat);
-                    r.max = r.max.max(lat);
-                    r.sum += lat;
-                    if rec.change.is_some() {
-                        self.backlog.probes.push(ProbeRecord {
-                            outcome: Outcome::Online,
-                            ..rec
-                        });
-                    }
-                } else {
-                    if let Some(run) = self.runs.remove(&rec.conn) {
-                        self.backlog.runs.push((rec.conn, run));
-                    }
-                    self.backlog.probes.push(rec);
-                }
-            }
+            // Memory is written first (the flush is forced), then pruned.
+            Op::Prune(d, reply) => prunes.push((d, reply)),
+            Op::Record(rec) => self.accept_record(*rec),
         }
         true
     }
 
+    fn accept_record(&mut self, mut rec: Record) {
+        if let Some(p) = &rec.probe {
+            self.stats.probes += 1;
+            let lat = i64::from(p.latency_ms);
+            let hour = rec.at - rec.at.rem_euclid(HOUR_MS);
+            let acc = self.rollups.entry((rec.conn, hour)).or_default();
+            acc.count += 1;
+            acc.failures += i64::from(p.outcome.is_failure());
+            acc.latencies.push(p.latency_ms);
+            if p.outcome == Outcome::Online {
+                let r = self.runs.entry(rec.conn).or_insert(Run {
+                    first_at: rec.at,
+                    last_at: rec.at,
+                    count: 0,
+                    min: lat,
+                    max: lat,
+                    sum: 0,
+                });
+                r.last_at = rec.at;
+                r.count += 1;
+                r.min = r.min.min(lat);
+                r.max = r.max.max(lat);
+                r.sum += lat;
+            } else if let Some(run) = self.runs.remove(&rec.conn) {
+                self.backlog.runs.push((rec.conn, run));
+            }
+        }
+        if rec.urgent() {
+            // This record's state supersedes any held one.
+            if rec.state.is_none() {
+                if let Some(held) = self.states.remove(&rec.conn) {
+                    rec.state = Some(held);
+                }
+            } else {
+                self.states.remove(&rec.conn);
+            }
+            self.backlog.records.push(rec);
+        } else if let Some(state) = rec.state.take() {
+            self.states.insert(rec.conn, state);
+        }
+    }
+
     /// Runs queued retention requests (after the backlog was committed).
-    fn prune(&mut self, prunes: &mut Vec<PruneRequest>) {
+    fn prune(&mut self, prunes: &mut Vec<(Duration, PruneReply)>) {
         for (retention, reply) in prunes.drain(..) {
             let res =
                 super::retention::prune_db(&self.db, &self.path, retention, crate::model::now_ms());
@@ -450,24 +482,26 @@ impl State {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(e)?;
-            for rec in &self.backlog.probes {
-                if rec.outcome != Outcome::Online {
+            for rec in &self.backlog.records {
+                if let Some(p) = rec.probe.as_ref().filter(|p| p.outcome != Outcome::Online) {
                     ins_probe
                         .execute(params![
                             rec.conn,
                             rec.at,
-                            rec.outcome.code(),
-                            rec.latency_ms,
-                            rec.http_status,
-                            rec.error.as_ref().map(|x| x.kind.code()),
-                            rec.error.as_ref().map(|x| x.message.as_str()),
+                            p.outcome.code(),
+                            p.latency_ms,
+                            p.http_status,
+                            p.error.as_ref().map(|x| x.kind.code()),
+                            p.error.as_ref().map(|x| x.message.as_str()),
                         ])
                         .map_err(e)?;
                     rows += 1;
                 }
-                if let Some(ch) = &rec.change {
-                    rows += write_change(&tx, rec, ch).map_err(e)?;
-                }
+                rows += write_change(&tx, rec).map_err(e)?;
+            }
+            for (conn, state) in &self.backlog.states {
+                write_state(&tx, *conn, state).map_err(e)?;
+                rows += 1;
             }
             let mut up_rollup = tx
                 .prepare_cached(
@@ -496,48 +530,67 @@ impl State {
     }
 }
 
-/// The transition row, the connection's new health, and the outbox rows.
-fn write_change(
-    tx: &rusqlite::Transaction<'_>,
-    rec: &ProbeRecord,
-    ch: &Change,
-) -> rusqlite::Result<u64> {
-    let t = &ch.transition;
-    tx.prepare_cached(
-        "INSERT INTO transitions (conn, at, previous, current, error_kind, error_message, latency_ms, http_status, consecutive_failures)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        rec.conn,
-        t.at,
-        t.previous.as_str(),
-        t.current.as_str(),
-        rec.error.as_ref().map(|x| x.kind.code()),
-        rec.error.as_ref().map(|x| x.message.as_str()),
-        rec.latency_ms,
-        rec.http_status,
-        ch.consecutive_failures,
-    ])?;
-    let transition_id = tx.last_insert_rowid();
-    tx.prepare_cached("UPDATE connections SET health = ?2, health_since = ?3, consecutive_failures = ?4 WHERE key = ?1")?
-        .execute(params![rec.conn, t.current.as_str(), t.at, ch.consecutive_failures])?;
-    let mut rows = 2;
-    for ev in &ch.events {
+/// The transition row, the connection's new health, the outbox rows and the
+/// state columns of one record.
+fn write_change(tx: &rusqlite::Transaction<'_>, rec: &Record) -> rusqlite::Result<u64> {
+    let mut rows = 0;
+    let mut transition_id = None;
+    if let Some((t, consecutive_failures)) = &rec.transition {
+        let p = rec.probe.as_ref();
+        let err = p.and_then(|p| p.error.as_ref());
+        tx.prepare_cached(
+            "INSERT INTO transitions (conn, at, previous, current, error_kind, error_message, latency_ms, http_status, consecutive_failures)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            rec.conn,
+            t.at,
+            t.previous.as_str(),
+            t.current.as_str(),
+            err.map(|x| x.kind.code()),
+            err.map(|x| x.message.as_str()),
+            p.map(|p| p.latency_ms),
+            p.and_then(|p| p.http_status),
+            consecutive_failures,
+        ])?;
+        transition_id = Some(tx.last_insert_rowid());
+        tx.prepare_cached(
+            "UPDATE connections SET health = ?2, health_since = ?3, consecutive_failures = ?4 WHERE key = ?1",
+        )?
+        .execute(params![rec.conn, t.current.as_str(), t.at, consecutive_failures])?;
+        rows += 2;
+    }
+    for ev in &rec.events {
         let json = serde_json::to_string(&ev.envelope).unwrap_or_default();
         tx.prepare_cached(
-            "INSERT INTO events (id, type, conn, at, transition, envelope) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO events (id, type, conn, at, transition, envelope, suppressed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
-        .execute(params![ev.envelope.id, ev.envelope.kind, rec.conn, t.at, transition_id, json])?;
-        let seq = tx.last_insert_rowid();
-        let mut ins =
-            tx.prepare_cached("INSERT INTO deliveries (event, sink, next_at) VALUES (?1, ?2, ?3)")?;
-        for s in &ev.sinks {
-            ins.execute(params![seq, s, t.at])?;
-            rows += 1;
+        .execute(params![ev.envelope.id, ev.envelope.kind, rec.conn, rec.at, transition_id, json, ev.suppressed])?;
+        rows += 1;
+        if ev.suppressed.is_none() {
+            let seq = tx.last_insert_rowid();
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO deliveries (event, sink, next_at) VALUES (?1, ?2, ?3)",
+            )?;
+            for s in &ev.sinks {
+                ins.execute(params![seq, s, rec.at])?;
+                rows += 1;
+            }
         }
+    }
+    if let Some(state) = &rec.state {
+        write_state(tx, rec.conn, state)?;
         rows += 1;
     }
     Ok(rows)
+}
+
+fn write_state(tx: &rusqlite::Transaction<'_>, conn: i64, s: &StateRow) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "UPDATE connections SET state = ?2, circuit = ?3, hold_until = ?4, hold_reason = ?5, suppressed = ?6, sent_health = ?7
+         WHERE key = ?1",
+    )?
+    .execute(params![conn, s.json, s.circuit, s.hold_until, s.hold_reason, s.suppressed, s.sent_health])
 }
 
 /// Decodes a stored error.
@@ -559,24 +612,52 @@ mod tests {
     use super::*;
     use crate::model::Health;
 
-    fn rec(conn: i64, at: UnixMs, outcome: Outcome, change: Option<Change>) -> ProbeRecord {
-        ProbeRecord {
+    fn rec(conn: i64, at: UnixMs, outcome: Outcome) -> Record {
+        Record {
             conn,
             at,
-            outcome,
-            latency_ms: (at % 100) as u32,
-            http_status: Some(if outcome == Outcome::Online { 200 } else { 503 }),
-            error: (outcome != Outcome::Online).then(|| ProbeError {
-                kind: ErrorKind::HttpStatus,
-                message: "HTTP 503".into(),
-                http_status: Some(503),
+            probe: Some(Probe {
+                outcome,
+                latency_ms: (at % 100) as u32,
+                http_status: Some(if outcome == Outcome::Online { 200 } else { 503 }),
+                error: (outcome != Outcome::Online).then(|| ProbeError {
+                    kind: ErrorKind::HttpStatus,
+                    message: "HTTP 503".into(),
+                    http_status: Some(503),
+                }),
             }),
-            change,
+            transition: None,
+            events: Vec::new(),
+            state: None,
+        }
+    }
+
+    fn state(json: &str) -> StateRow {
+        StateRow {
+            json: json.into(),
+            circuit: "closed",
+            hold_until: None,
+            hold_reason: None,
+            suppressed: None,
+            sent_health: "online",
         }
     }
 
     fn count(db: &Db, sql: &str) -> i64 {
         db.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    fn event(sinks: &[&str], suppressed: Option<&'static str>) -> NewEvent {
+        NewEvent {
+            envelope: Envelope::new(
+                "connection.status_changed",
+                2_000,
+                Some("a"),
+                serde_json::json!({}),
+            ),
+            sinks: sinks.iter().map(|s| s.to_string()).collect(),
+            suppressed,
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -585,38 +666,27 @@ mod tests {
         let path = dir.path().join("cw.db");
         let key = super::super::Store::open(&path)
             .unwrap()
-            .sync_connections(&[("a".into(), None, "http://h/".into())])
+            .sync_connections(&[crate::store::ConnMeta::bare("a")])
             .unwrap()["a"]
             .key;
         let (w, join) = Writer::start(&path, Duration::from_secs(3600)).unwrap();
         for i in 0..5 {
-            w.probe(rec(key, 1_000 + i, Outcome::Online, None)).await;
+            let mut r = rec(key, 1_000 + i, Outcome::Online);
+            r.state = Some(state(&format!("held-{i}")));
+            w.send(r).await;
         }
         let t = Transition {
             previous: Health::Is(Outcome::Online),
             current: Health::Is(Outcome::Offline),
             at: 2_000,
         };
-        let ev = NewEvent {
-            envelope: Envelope::new(
-                "connection.status_changed",
-                2_000,
-                Some("a"),
-                serde_json::json!({}),
-            ),
-            sinks: vec!["s1".into(), "s2".into()],
-        };
-        w.probe(rec(
-            key,
-            2_000,
-            Outcome::Offline,
-            Some(Change {
-                transition: t,
-                consecutive_failures: 3,
-                events: vec![ev],
-            }),
-        ))
-        .await;
+        let mut r = rec(key, 2_000, Outcome::Offline);
+        r.transition = Some((t, 3));
+        r.events = vec![
+            event(&["s1", "s2"], None),
+            event(&["s1"], Some("maintenance")),
+        ];
+        w.send(r).await;
         w.flush().await;
         let db = Db::open(&path).unwrap();
         // Five online probes became one run row, closed by the offline probe.
@@ -627,7 +697,15 @@ mod tests {
         assert_eq!(count(&db, "SELECT latency_sum FROM probe_runs"), 10);
         assert_eq!(count(&db, "SELECT count(*) FROM probes"), 1);
         assert_eq!(count(&db, "SELECT count(*) FROM transitions"), 1);
-        assert_eq!(count(&db, "SELECT count(*) FROM events"), 1);
+        assert_eq!(count(&db, "SELECT count(*) FROM events"), 2);
+        // The suppressed event is recorded without deliveries.
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM events WHERE suppressed = 'maintenance'"
+            ),
+            1
+        );
         assert_eq!(
             count(
                 &db,
@@ -641,9 +719,18 @@ mod tests {
                 .unwrap(),
             "offline"
         );
+        // The held state went out with the urgent record.
+        assert_eq!(
+            db.query_row("SELECT state FROM connections", [], |r| r
+                .get::<_, String>(0))
+                .unwrap(),
+            "held-4"
+        );
         // More online probes: held in memory until a flush, then one more run.
         for i in 0..3 {
-            w.probe(rec(key, 3_000 + i, Outcome::Online, None)).await;
+            let mut r = rec(key, 3_000 + i, Outcome::Online);
+            r.state = Some(state("later"));
+            w.send(r).await;
         }
         assert_eq!(count(&db, "SELECT count(*) FROM probe_runs"), 1);
         w.close().await;
@@ -651,6 +738,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count(&db, "SELECT count(*) FROM probe_runs"), 2);
+        assert_eq!(
+            db.query_row("SELECT state FROM connections", [], |r| r
+                .get::<_, String>(0))
+                .unwrap(),
+            "later"
+        );
         assert_eq!(stats.probes, 9);
         // Rollups: every probe counted once, the failure too.
         assert_eq!(count(&db, "SELECT sum(count) FROM rollups"), 9);
@@ -661,8 +754,8 @@ mod tests {
     async fn many_records_share_few_commits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cw.db");
-        let ids: Vec<(String, Option<String>, String)> = (0..100)
-            .map(|i| (format!("c{i}"), None, "http://h/".into()))
+        let ids: Vec<crate::store::ConnMeta> = (0..100)
+            .map(|i| crate::store::ConnMeta::bare(&format!("c{i}")))
             .collect();
         let known = super::super::Store::open(&path)
             .unwrap()
@@ -672,7 +765,7 @@ mod tests {
         // 5,000 non-online probes queued back to back.
         for i in 0..5_000i64 {
             let k = known[&format!("c{}", i % 100)].key;
-            w.probe(rec(k, 10_000 + i, Outcome::Offline, None)).await;
+            w.send(rec(k, 10_000 + i, Outcome::Offline)).await;
         }
         w.close().await;
         let stats = tokio::task::spawn_blocking(move || join.join())
