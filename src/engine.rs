@@ -61,6 +61,34 @@ struct Done {
     report: Report,
 }
 
+/// The engine's clock: wall-clock time at start plus tokio's monotonic time
+/// since. Deadlines never jump with the wall clock, and tests that pause
+/// tokio's clock control the engine's time too.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall0: UnixMs,
+    inst0: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            wall0: now_ms(),
+            inst0: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> UnixMs {
+        self.wall0 + self.inst0.elapsed().as_millis() as i64
+    }
+
+    /// The tokio instant of a wall-clock time (now if it is past).
+    pub fn instant_of(&self, at: UnixMs) -> Instant {
+        let ahead = (at - self.now()).max(0) as u64;
+        Instant::now() + Duration::from_millis(ahead)
+    }
+}
+
 /// What cron jobs ask of the engine.
 #[derive(Debug, Clone, Copy)]
 pub enum Command {
@@ -101,6 +129,7 @@ pub struct Engine {
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     shutdown_timeout: Duration,
     stats: EngineStats,
+    clock: Clock,
 }
 
 /// Cron jobs the engine needs: the expression and what to send when it fires.
@@ -115,8 +144,9 @@ impl Engine {
         prober: &Prober,
         writer: Writer,
     ) -> (Engine, mpsc::UnboundedSender<Command>, CronJobs) {
+        let clock = Clock::start();
         let start = Instant::now();
-        let now = now_ms();
+        let now = clock.now();
         let mut queue = TimerQueue::new(start, config.daemon.scheduler_tick);
         let mut conns = Vec::with_capacity(config.connections.len());
         let mut intervals = Vec::new();
@@ -191,6 +221,7 @@ impl Engine {
             cmd_rx,
             shutdown_timeout: config.daemon.shutdown_timeout,
             stats: EngineStats::default(),
+            clock,
         };
         (engine, cmd_tx, jobs)
     }
@@ -200,7 +231,7 @@ impl Engine {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> EngineStats {
         let mut due = Vec::new();
         // Write every connection's state once (status shows holds at once).
-        let now = now_ms();
+        let now = self.clock.now();
         for slot in 0..self.conns.len() {
             self.save_state(slot, now).await;
         }
@@ -286,7 +317,7 @@ impl Engine {
             tracing::debug!(connection_id = %self.conns[slot].cfg.id, "previous probe still running; skipping this tick");
             return;
         }
-        let now = now_ms();
+        let now = self.clock.now();
         if self.parent_failing(slot) || self.conns[slot].state.gate(now).is_some() {
             self.stats.held += 1;
             self.save_state(slot, now).await;
@@ -314,10 +345,11 @@ impl Engine {
         let request = Arc::clone(&w.request);
         let permits = Arc::clone(&self.permits);
         let tx = self.done_tx.clone();
+        let clock = self.clock;
         tokio::spawn(async move {
             // The semaphore is never closed, so this only waits.
             let _permit = permits.acquire_owned().await;
-            let started_at = now_ms();
+            let started_at = clock.now();
             let report = request.send().await;
             let _ = tx.send(Done {
                 slot,
@@ -665,8 +697,10 @@ impl Engine {
     }
 
     async fn start_window(&mut self, i: usize) {
-        let Some(w) = self.windows.get(i) else { return };
-        let now = now_ms();
+        let Some(w) = self.windows.get(i) else {
+            return;
+        };
+        let now = self.clock.now();
         let until = now + w.duration.as_millis() as i64;
         let slots = w.slots.clone();
         tracing::info!(window = i, connections = slots.len(), until = %rfc3339(until), "maintenance window started; events held");
@@ -683,13 +717,12 @@ impl Engine {
             .iter()
             .filter_map(|c| c.maintenance_until)
             .min()?;
-        let wait = (end - now_ms()).max(0) as u64;
-        Some(Instant::now() + Duration::from_millis(wait))
+        Some(self.clock.instant_of(end))
     }
 
     /// Ends windows that are over; brings receivers up to date.
     async fn end_windows(&mut self) {
-        let now = now_ms();
+        let now = self.clock.now();
         for slot in 0..self.conns.len() {
             if self.conns[slot].maintenance_until.is_none_or(|t| t > now) {
                 continue;
