@@ -280,31 +280,16 @@ impl Engine {
 
     /// Whether the parent of `slot` is confirmed failing (children pause).
     fn parent_failing(&self, slot: usize) -> bool {
-        self.conns[slot].parent.is_some_and(|p| {
-            let ps = &self.conns[p].state;
-            ps.health.health.is_failure() || ps.breaker.circuit != crate::monitor::Circuit::Closed
-        })
+        self.conns[slot]
+            .parent
+            .is_some_and(|p| self.conns[p].state.confirmed_failing())
     }
 
-    /// Why events of `slot` are held back now. `per_change`: the event is a
-    /// per-change one (status, circuit, auth, rate limit), which flapping
-    /// holds too.
+    /// Why events of `slot` are held back now (see [`crate::monitor::suppression`]).
     fn suppression(&self, slot: usize, now: UnixMs, per_change: bool) -> Option<&'static str> {
         let w = &self.conns[slot];
-        if w.maintenance_until.is_some_and(|t| now < t) {
-            return Some("maintenance");
-        }
-        if let Some(p) = w.parent {
-            let ps = &self.conns[p].state;
-            let suspected = ps.health.last.is_some_and(|o| o.is_failure());
-            if suspected || self.parent_failing(slot) {
-                return Some("parent");
-            }
-        }
-        if per_change && w.state.flap.flapping {
-            return Some("flapping");
-        }
-        None
+        let parent = w.parent.map(|p| &self.conns[p].state);
+        crate::monitor::suppression(w.maintenance_until, now, parent, &w.state, per_change)
     }
 
     /// Starts a probe of `slot` unless a gate says no.

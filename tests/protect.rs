@@ -54,6 +54,8 @@ async fn answer(State(log): State<Log>, UrlPath(path): UrlPath<String>) -> Respo
     };
     match path.as_str() {
         "down" | "down10" | "parent" | "child" => down(),
+        "later" if log.start.elapsed() < Duration::from_secs(3) => online(),
+        "later" => down(),
         "ratelimit" if n == 1 => {
             let mut h = HeaderMap::new();
             h.insert("retry-after", "20".parse().unwrap());
@@ -311,4 +313,85 @@ fn an_open_circuit_stays_open_across_a_restart() {
     let ev = events(&setup, "down10");
     assert_eq!(count(&ev, "connection.status_changed", true), 1, "{ev:?}");
     assert_eq!(count(&ev, "circuit.opened", true), 1, "{ev:?}");
+}
+
+#[test]
+fn maintenance_holds_events_then_catches_up_once() {
+    let (addr, log) = recording_server();
+    // A one-shot window (exact second, UTC) starting 2 s from now, 6 s long.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let schedule = at.format("%-S %-M %-H %-d %-m *").to_string();
+    let text = format!(
+        "{HEAD}\n[[connection]]\nid = \"later\"\nurl = \"http://{addr}/later\"\n\
+         [[maintenance]]\nconnections = [\"later\"]\nschedule = \"{schedule}\"\nduration = \"6s\"\n"
+    );
+    let setup = Setup::new(&text);
+    let mut d = setup.spawn_daemon(&[]);
+    // Inside the window: the failure is confirmed but held.
+    std::thread::sleep(Duration::from_millis(6_500));
+    let during = setup.status_json()[0].clone();
+    std::thread::sleep(Duration::from_millis(4_500));
+    assert_eq!(
+        terminate(&mut d, Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        setup.daemon_log()
+    );
+    let t = log.times("later");
+    eprintln!(
+        "    later: {:?}",
+        t.iter().map(|x| x - t[0]).collect::<Vec<_>>()
+    );
+
+    assert_eq!(during["health"], "offline", "{during}");
+    assert_eq!(during["suppressed"], "maintenance", "{during}");
+    assert_eq!(
+        during["sent_health"], "online",
+        "receivers still think it is online: {during}"
+    );
+    let ev = events(&setup, "later");
+    let sent: Vec<&(String, Option<String>)> = ev.iter().filter(|(_, s)| s.is_none()).collect();
+    // Sent: unknown -> online before the window, one catch-up after it.
+    assert_eq!(count(&ev, "connection.status_changed", true), 2, "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|(k, s)| k == "connection.status_changed" && s.as_deref() == Some("maintenance")),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|(k, s)| k == "circuit.opened" && s.as_deref() == Some("maintenance")),
+        "{ev:?}"
+    );
+    let last_held = ev.iter().rposition(|(_, s)| s.is_some()).unwrap();
+    assert_eq!(
+        ev[last_held + 1],
+        ("connection.status_changed".to_string(), None),
+        "the catch-up follows the window: {ev:?}"
+    );
+    assert!(sent.len() >= 3);
+    let db = rusqlite::Connection::open(setup.db()).unwrap();
+    let env: String = db
+        .query_row(
+            "SELECT envelope FROM events WHERE type = 'connection.status_changed' AND suppressed IS NULL ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let env: serde_json::Value = serde_json::from_str(&env).unwrap();
+    assert_eq!(
+        (
+            env["data"]["previous"].as_str(),
+            env["data"]["current"].as_str()
+        ),
+        (Some("online"), Some("offline"))
+    );
+    // Probes went on during the window.
+    assert!(
+        t.iter()
+            .filter(|x| **x >= t[0] + 2_000 && **x < t[0] + 8_000)
+            .count()
+            >= 2,
+        "{t:?}"
+    );
 }

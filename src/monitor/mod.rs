@@ -128,6 +128,19 @@ impl MonitorState {
         }
     }
 
+    /// Confirmed failing: a failure health, or a circuit that is not closed.
+    /// Children of such a connection are paused.
+    pub fn confirmed_failing(&self) -> bool {
+        self.health.health.is_failure() || self.breaker.circuit != Circuit::Closed
+    }
+
+    /// Failing or about to be: the last probe failed too. Children's events
+    /// are held back while their parent is suspected, so a platform outage
+    /// that children notice first does not page for each of them.
+    pub fn suspected(&self) -> bool {
+        self.confirmed_failing() || self.health.last.is_some_and(|o| o.is_failure())
+    }
+
     /// The change receivers should hear now, if any: the confirmed health
     /// differs from the last one sent. Marks it sent. Call only when nothing
     /// suppresses events.
@@ -157,6 +170,27 @@ impl MonitorState {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// Why a connection's events are held back (recorded, not delivered), the
+/// strongest reason first: a maintenance window, a failing or suspected
+/// parent, flapping. `per_change`: the event is a per-change one (status,
+/// circuit, auth, rate limit), which flapping holds too; flapping and sync
+/// events are held only by maintenance and the parent.
+pub fn suppression(
+    maintenance_until: Option<UnixMs>,
+    now: UnixMs,
+    parent: Option<&MonitorState>,
+    own: &MonitorState,
+    per_change: bool,
+) -> Option<&'static str> {
+    if maintenance_until.is_some_and(|t| now < t) {
+        return Some("maintenance");
+    }
+    if parent.is_some_and(MonitorState::suspected) {
+        return Some("parent");
+    }
+    (per_change && own.flap.flapping).then_some("flapping")
 }
 
 #[cfg(test)]

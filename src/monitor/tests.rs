@@ -163,6 +163,83 @@ fn steady_state_stops_changing() {
     assert_eq!(s, before, "a healthy connection's state is not rewritten");
 }
 
+#[test]
+fn maintenance_holds_everything_until_it_ends() {
+    let own = MonitorState::default();
+    assert_eq!(
+        suppression(Some(10_000), 9_999, None, &own, true),
+        Some("maintenance")
+    );
+    assert_eq!(
+        suppression(Some(10_000), 9_999, None, &own, false),
+        Some("maintenance")
+    );
+    assert_eq!(
+        suppression(Some(10_000), 10_000, None, &own, true),
+        None,
+        "ends at its end"
+    );
+    assert_eq!(suppression(None, 0, None, &own, true), None);
+}
+
+#[test]
+fn a_failing_or_suspected_parent_holds_its_children() {
+    let c = conn(1);
+    let own = MonitorState::default();
+    let mut parent = MonitorState::default();
+    parent.observe(&classified(Outcome::Online, None), 0, &c, HALF);
+    assert_eq!(suppression(None, 1, Some(&parent), &own, true), None);
+    // One failure: suspected, not yet confirmed.
+    parent.observe(&classified(Outcome::Offline, None), 1, &c, HALF);
+    assert!(parent.suspected() && !parent.confirmed_failing());
+    assert_eq!(
+        suppression(None, 2, Some(&parent), &own, true),
+        Some("parent")
+    );
+    assert_eq!(
+        suppression(None, 2, Some(&parent), &own, false),
+        Some("parent")
+    );
+    // Confirmed: failing health and an open circuit.
+    parent.observe(&classified(Outcome::Offline, None), 2, &c, HALF);
+    parent.observe(&classified(Outcome::Offline, None), 3, &c, HALF);
+    assert!(parent.confirmed_failing());
+    // Maintenance is the stronger reason.
+    assert_eq!(
+        suppression(Some(100), 4, Some(&parent), &own, true),
+        Some("maintenance")
+    );
+    // A parent that answers again is no longer suspected once its circuit closes.
+    let mut t = 4_000 + 60_000;
+    while parent.confirmed_failing() {
+        parent.breaker.begin_probe(t);
+        parent.observe(&classified(Outcome::Online, None), t, &c, HALF);
+        t += 1_000;
+    }
+    assert_eq!(suppression(None, t, Some(&parent), &own, true), None);
+}
+
+#[test]
+fn flapping_holds_per_change_events_only() {
+    let c = conn(1);
+    let mut own = MonitorState::default();
+    for t in 0..30 {
+        let o = if t % 2 == 0 {
+            Outcome::Online
+        } else {
+            Outcome::Offline
+        };
+        own.observe(&classified(o, None), t, &c, HALF);
+    }
+    assert!(own.flap.flapping);
+    assert_eq!(suppression(None, 0, None, &own, true), Some("flapping"));
+    assert_eq!(
+        suppression(None, 0, None, &own, false),
+        None,
+        "flapping_* and sync.* still go out"
+    );
+}
+
 fn outcome_strategy() -> impl Strategy<Value = (Outcome, Option<u64>)> {
     prop_oneof![
         4 => Just((Outcome::Online, None)),
