@@ -8,7 +8,7 @@
 //!   - `cycling`: online for 20 s, then HTTP 503 for 25 s, and again;
 //!   - `expiring`: online for 20 s, then 401 `CREDENTIALS_EXPIRED` for 30 s;
 //!   - `ratelimited`: online for 20 s, then 429 with `Retry-After: 15` for 20 s;
-//!   - `flapping`: three answers online, three HTTP 503, and again;
+//!   - `flapping`: online and HTTP 503 by turns, answer by answer;
 //!   - `slow`: online after 2.5 s (above a 2 s `degraded_after`);
 //!   - `malformed`: a body that is not JSON;
 //!   - `syncing`: online, with a `sync` object whose runs complete, fail,
@@ -53,6 +53,8 @@ pub struct Options {
 
 struct Sim {
     start: Instant,
+    /// Wall-clock time of `start` (unix ms).
+    start_wall: crate::model::UnixMs,
     flap_counter: AtomicU64,
     opts: Options,
 }
@@ -61,6 +63,7 @@ struct Sim {
 pub fn router(opts: Options) -> Router {
     let sim = Arc::new(Sim {
         start: Instant::now(),
+        start_wall: crate::model::now_ms(),
         flap_counter: AtomicU64::new(0),
         opts,
     });
@@ -130,7 +133,7 @@ async fn status(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response
         }
         "flapping" => {
             let n = sim.flap_counter.fetch_add(1, Ordering::Relaxed);
-            if (n / 3) % 2 == 0 {
+            if n % 2 == 0 {
                 online()
             } else {
                 (
@@ -151,16 +154,17 @@ async fn status(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response
         )
             .into_response(),
         "syncing" => {
-            // 90 s cycle: a run completes every 30 s; the second fails; the
-            // third stalls (finished_at stays where it was).
-            let now = crate::model::now_ms();
-            let phase = t % 90;
-            let (status, finished_ago) = match phase {
-                0..=29 => ("completed", phase),
-                30..=59 => ("failed", phase - 30),
-                _ => ("running", phase - 30),
+            // 90 s cycle: a run completes at the cycle's start, the next one
+            // fails 30 s later, and the third stalls for 60 s (finished_at
+            // stays where it was). Times are whole seconds from the start,
+            // so every answer of one run names the same finish time.
+            let cycle = t - t % 90;
+            let (status, finished) = match t % 90 {
+                0..=29 => ("completed", cycle),
+                30..=59 => ("failed", cycle + 30),
+                _ => ("running", cycle + 30),
             };
-            let finished_at = crate::model::rfc3339(now - finished_ago as i64 * 1000);
+            let finished_at = crate::model::rfc3339(sim.start_wall + finished as i64 * 1000);
             Json(
                 json!({"status": "online", "sync": {"status": status, "finished_at": finished_at}}),
             )
@@ -274,6 +278,43 @@ mod tests {
             "v1,{}",
             base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
         )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn serves_the_scenarios_on_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Options::default(), std::future::pending()));
+        let get = |path: &str| {
+            let url = format!("http://{addr}/api/v1/connections/{path}/status");
+            async move {
+                let r = reqwest::get(url).await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.text().await.unwrap())
+            }
+        };
+        assert_eq!(
+            get("stable").await,
+            (200, r#"{"status":"online"}"#.to_string())
+        );
+        assert_eq!(get("nope").await.0, 404);
+        assert_eq!(get("malformed").await.0, 200);
+        assert!(serde_json::from_str::<serde_json::Value>(&get("malformed").await.1).is_err());
+        // One sync run names one finish time, however often it is asked.
+        let (_, a) = get("syncing").await;
+        let (_, b) = get("syncing").await;
+        let a: serde_json::Value = serde_json::from_str(&a).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(a["sync"]["status"], "completed");
+        assert_eq!(a["sync"]["finished_at"], b["sync"]["finished_at"]);
+        // The webhook receiver without a secret accepts any POST.
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/webhook"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub fn ago(at: UnixMs, now: UnixMs) -> String {
 
 /// "in 5s", "in 3m", "now".
 pub fn until(at: UnixMs, now: UnixMs) -> String {
-    let s = (at - now) / 1000;
+    // Rounded up: "in 1s" until it is due.
+    let s = (at - now + 999).div_euclid(1000);
     if s <= 0 {
         "now".into()
     } else if s < 60 {
@@ -93,5 +94,9 @@ mod tests {
         assert_eq!(ago(0, 7_500_000), "2h 5m ago");
         assert_eq!(ago(0, 4 * 86_400_000), "4d ago");
         assert_eq!(ago(10, 0), "0s ago");
+        assert_eq!(until(5_000, 4_100), "in 1s");
+        assert_eq!(until(5_000, 5_000), "now");
+        assert_eq!(until(5_000, 9_000), "now");
+        assert_eq!(until(200_000, 0), "in 3m 20s");
     }
 }

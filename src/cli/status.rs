@@ -11,9 +11,19 @@ pub fn render(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
                 .as_ref()
                 .map(|e| format!("{}: {}", e.kind, e.message))
                 .unwrap_or_default();
+            let next = match (r.next_probe_ms, r.next_probe_reason.as_str()) {
+                (_, "paused_by_parent") => "paused: parent failing".to_string(),
+                (Some(t), "cadence") => super::until(t, now),
+                (Some(t), why) => format!("{} ({why})", super::until(t, now)),
+                (None, why) => why.to_string(),
+            };
+            let mut health = r.health.clone();
+            if r.flapping {
+                health.push_str(" (flapping)");
+            }
             vec![
                 r.id.clone(),
-                r.health.clone(),
+                health,
                 r.circuit.clone(),
                 r.since_ms
                     .map(|s| super::ago(s, now))
@@ -22,6 +32,8 @@ pub fn render(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
                 r.last_probe_ms
                     .map(|s| super::ago(s, now))
                     .unwrap_or_else(|| "never".into()),
+                next,
+                r.suppressed.clone().unwrap_or_else(|| "-".into()),
                 shorten(&err, 60),
             ]
         })
@@ -34,6 +46,8 @@ pub fn render(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
             "SINCE",
             "LAST OUTCOME",
             "LAST PROBE",
+            "NEXT PROBE",
+            "HELD",
             "LAST ERROR",
         ],
         &body,

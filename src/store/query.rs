@@ -108,7 +108,12 @@ pub fn status(store: &Store, now: UnixMs) -> Result<Vec<StatusRow>> {
             (Some(r), Some(t)) if t > now => (Some(t), r.to_string()),
             _ => {
                 let next = match (c.interval_ms, &c.cadence) {
-                    (Some(iv), _) => last.as_ref().map(|l| (l.at + iv).max(now)),
+                    // The next tick of the grid after now (the last probe
+                    // read here may lag by up to history_flush).
+                    (Some(iv), _) if iv > 0 => last.as_ref().map(|l| {
+                        let k = ((now - l.at) / iv + 1).max(1);
+                        l.at + k * iv
+                    }),
                     (None, Some(expr)) => next_cron(expr, now),
                     _ => None,
                 };
