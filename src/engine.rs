@@ -312,17 +312,8 @@ impl Engine {
             let sup = self.suppression(slot, now, true);
             let events = self.circuit_events(slot, ev, now, sup);
             let state = self.state_row(slot, now);
-            let w = &self.conns[slot];
-            tracing::info!(connection_id = %w.cfg.id, "circuit half-open: trial probe");
-            let rec = Record {
-                conn: w.key,
-                at: now,
-                probe: None,
-                transition: None,
-                events,
-                state,
-            };
-            self.writer.send(rec).await;
+            tracing::info!(connection_id = %self.conns[slot].cfg.id, "circuit half-open: trial probe");
+            self.send_change(slot, now, events, state).await;
         }
         let w = &mut self.conns[slot];
         w.in_flight = true;
@@ -447,17 +438,30 @@ impl Engine {
 
     /// Hands the writer the state of `slot` if it changed (no probe).
     async fn save_state(&mut self, slot: usize, now: UnixMs) {
-        if let Some(state) = self.state_row(slot, now) {
-            let rec = Record {
-                conn: self.conns[slot].key,
-                at: now,
-                probe: None,
-                transition: None,
-                events: Vec::new(),
-                state: Some(state),
-            };
-            self.writer.send(rec).await;
+        let state = self.state_row(slot, now);
+        self.send_change(slot, now, Vec::new(), state).await;
+    }
+
+    /// Hands the writer events and/or a state change that no probe carries.
+    async fn send_change(
+        &mut self,
+        slot: usize,
+        at: UnixMs,
+        events: Vec<NewEvent>,
+        state: Option<StateRow>,
+    ) {
+        if events.is_empty() && state.is_none() {
+            return;
         }
+        let rec = Record {
+            conn: self.conns[slot].key,
+            at,
+            probe: None,
+            transition: None,
+            events,
+            state,
+        };
+        self.writer.send(rec).await;
     }
 
     /// The state columns of `slot`, if they differ from the last ones saved.
@@ -721,17 +725,7 @@ impl Engine {
                 }
             }
             let state = self.state_row(slot, now);
-            if !events.is_empty() || state.is_some() {
-                let rec = Record {
-                    conn: self.conns[slot].key,
-                    at: now,
-                    probe: None,
-                    transition: None,
-                    events,
-                    state,
-                };
-                self.writer.send(rec).await;
-            }
+            self.send_change(slot, now, events, state).await;
         }
     }
 }

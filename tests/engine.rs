@@ -5,7 +5,7 @@
 use axum::routing::get;
 use axum::Router;
 use connwatch::config::Config;
-use connwatch::engine::Engine;
+use connwatch::engine::{Engine, EngineStats};
 use connwatch::probe::Prober;
 use connwatch::store::writer::Writer;
 use connwatch::store::Store;
@@ -42,21 +42,14 @@ async fn slow_server(c: Arc<Counters>, delay: Duration) -> std::net::SocketAddr 
     addr
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn cap_holds_and_busy_ticks_are_skipped() {
-    let counters = Arc::new(Counters::default());
-    // Each answer takes 600 ms; connections are due every 200 ms.
-    let addr = slow_server(Arc::clone(&counters), Duration::from_millis(600)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = String::from(
-        "[daemon]\ndatabase = \"cw.db\"\nmax_concurrent_probes = 4\n[defaults]\ninterval = \"200ms\"\ntimeout = \"2s\"\n",
-    );
-    for i in 0..12 {
-        text.push_str(&format!(
-            "[[connection]]\nid = \"c{i}\"\nurl = \"http://{addr}/c{i}\"\n"
-        ));
-    }
-    let cfg = Config::parse(&dir.path().join("c.toml"), &text, &|_| None).unwrap();
+/// Runs the real engine (store, writer, prober) on `text` for `time`, then
+/// shuts it down and waits for the writer. Returns the stats and database.
+async fn run_engine(
+    dir: &tempfile::TempDir,
+    text: &str,
+    time: Duration,
+) -> (EngineStats, std::path::PathBuf) {
+    let cfg = Config::parse(&dir.path().join("c.toml"), text, &|_| None).unwrap();
     let db = cfg.daemon.database.clone();
     let ids: Vec<_> = cfg
         .connections
@@ -72,13 +65,31 @@ async fn cap_holds_and_busy_ticks_are_skipped() {
     let (engine, _cron, _) = Engine::new(&cfg, &known, &prober, writer.clone());
     let (tx, rx) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(engine.run(rx));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(time).await;
     tx.send(true).unwrap();
     let stats = run.await.unwrap();
     writer.close().await;
     tokio::task::spawn_blocking(move || join.join())
         .await
         .unwrap();
+    (stats, db)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cap_holds_and_busy_ticks_are_skipped() {
+    let counters = Arc::new(Counters::default());
+    // Each answer takes 600 ms; connections are due every 200 ms.
+    let addr = slow_server(Arc::clone(&counters), Duration::from_millis(600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from(
+        "[daemon]\ndatabase = \"cw.db\"\nmax_concurrent_probes = 4\n[defaults]\ninterval = \"200ms\"\ntimeout = \"2s\"\n",
+    );
+    for i in 0..12 {
+        text.push_str(&format!(
+            "[[connection]]\nid = \"c{i}\"\nurl = \"http://{addr}/c{i}\"\n"
+        ));
+    }
+    let (stats, _db) = run_engine(&dir, &text, Duration::from_secs(3)).await;
 
     let max = counters.max.load(Ordering::SeqCst);
     assert!(max <= 4, "at most 4 probes in flight, saw {max}");
@@ -110,29 +121,7 @@ async fn an_always_failing_endpoint_sees_the_open_wait_schedule() {
          [[connection]]\nid = \"dead\"\nurl = \"http://127.0.0.1:{port}/status\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
          breaker = {{ failure_threshold = 3, success_threshold = 2, open_for = \"4s\", max_open_for = \"60s\" }}\n"
     );
-    let cfg = Config::parse(&dir.path().join("c.toml"), &text, &|_| None).unwrap();
-    let db = cfg.daemon.database.clone();
-    let ids: Vec<_> = cfg
-        .connections
-        .iter()
-        .map(connwatch::store::ConnMeta::of)
-        .collect();
-    let known = Store::open(Path::new(&db))
-        .unwrap()
-        .sync_connections(&ids)
-        .unwrap();
-    let prober = Prober::new(&cfg.connections).unwrap();
-    let (writer, join) = Writer::start(&db, cfg.daemon.history_flush).unwrap();
-    let (engine, _cron, _) = Engine::new(&cfg, &known, &prober, writer.clone());
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let run = tokio::spawn(engine.run(rx));
-    tokio::time::sleep(Duration::from_secs(300)).await;
-    tx.send(true).unwrap();
-    let stats = run.await.unwrap();
-    writer.close().await;
-    tokio::task::spawn_blocking(move || join.join())
-        .await
-        .unwrap();
+    let (stats, db) = run_engine(&dir, &text, Duration::from_secs(300)).await;
 
     let conn = rusqlite::Connection::open(&db).unwrap();
     let mut stmt = conn.prepare("SELECT at FROM probes ORDER BY at").unwrap();

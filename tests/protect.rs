@@ -94,21 +94,10 @@ fn recording_server() -> (SocketAddr, Log) {
             .unwrap()
             .as_secs(),
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let l2 = log.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = Router::new().route("/{path}", get(answer)).with_state(l2);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (rx.recv_timeout(Duration::from_secs(10)).unwrap(), log)
+    let app = Router::new()
+        .route("/{path}", get(answer))
+        .with_state(log.clone());
+    (serve_on_thread(app), log)
 }
 
 const HEAD: &str = r#"

@@ -318,15 +318,7 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: 0,
-                column: 0,
-                message: format!("cannot read configuration file: {e}"),
-            }])
-        })?;
-        Config::parse(path, &text, env)
+        Config::parse(path, &read(path)?, env)
     }
 
     /// Parses and validates `text` as if read from `path`.
@@ -336,14 +328,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
         let loc = error::Locator::new(path, text);
-        let doc = toml_edit::ImDocument::parse(text.to_string())
-            .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
-        let (spans, unknown) = schema::walk(&doc, &loc);
-        if !unknown.is_empty() {
-            return Err(ConfigErrors(unknown));
-        }
-        let raw: raw::RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
+        let (raw, spans) = parse_raw(text, &loc)?;
         validate::validate(raw, path, &spans, &loc, env)
     }
 
@@ -351,29 +336,42 @@ impl Config {
     /// commands, which must work from a shell that lacks the daemon's secret
     /// variables. Syntax, unknown keys and types are still checked everywhere.
     pub fn load_daemon(path: &Path) -> Result<Daemon, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: 0,
-                column: 0,
-                message: format!("cannot read configuration file: {e}"),
-            }])
-        })?;
+        let text = read(path)?;
         let loc = error::Locator::new(path, &text);
-        let doc = toml_edit::ImDocument::parse(text.clone())
-            .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
-        let (spans, unknown) = schema::walk(&doc, &loc);
-        if !unknown.is_empty() {
-            return Err(ConfigErrors(unknown));
-        }
-        let raw: raw::RawConfig = toml::from_str(&text)
-            .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
+        let (raw, spans) = parse_raw(&text, &loc)?;
         validate::validate_daemon(raw, path, &spans, &loc, &|name| std::env::var(name).ok())
     }
 
     pub fn connection(&self, id: &str) -> Option<&Connection> {
         self.connections.iter().find(|c| c.id == id)
     }
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read configuration file: {e}"),
+        }])
+    })
+}
+
+/// The first three steps: TOML syntax, unknown keys (all of them), types.
+fn parse_raw(
+    text: &str,
+    loc: &error::Locator<'_>,
+) -> Result<(raw::RawConfig, schema::Spans), ConfigErrors> {
+    let doc = toml_edit::ImDocument::parse(text.to_string())
+        .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
+    let (spans, unknown) = schema::walk(&doc, loc);
+    if !unknown.is_empty() {
+        return Err(ConfigErrors(unknown));
+    }
+    let raw: raw::RawConfig = toml::from_str(text)
+        .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
+    Ok((raw, spans))
 }
 
 fn toml_message(m: &str) -> String {

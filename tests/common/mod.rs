@@ -17,6 +17,79 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_connwatch");
 /// The scenario server: each path answers one way. `/goes-down` is online for
 /// its first 3 seconds, then HTTP 503.
 pub fn scenario_server() -> SocketAddr {
+    let start = tokio::time::Instant::now();
+    let json = |s: &str| ([("content-type", "application/json")], s.to_string());
+    let app = Router::new()
+        .route(
+            "/stable",
+            get(move || async move { json(r#"{"status":"online"}"#) }),
+        )
+        .route(
+            "/goes-down",
+            get(move || async move {
+                if start.elapsed() < Duration::from_secs(3) {
+                    json(r#"{"status":"online"}"#).into_response()
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json(r#"{"status":"offline"}"#),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route(
+            "/auth",
+            get(|| async {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [("content-type", "application/json")],
+                    r#"{"error":{"code":"CREDENTIALS_EXPIRED"}}"#,
+                )
+            }),
+        )
+        .route(
+            "/ratelimit",
+            get(|| async {
+                let mut h = HeaderMap::new();
+                h.insert("retry-after", "30".parse().unwrap());
+                (StatusCode::TOO_MANY_REQUESTS, h, "slow down")
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                r#"{"status":"online"}"#
+            }),
+        )
+        .route(
+            "/endless",
+            get(|| async {
+                let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+                let stream = futures::stream::repeat_with(move || {
+                    Ok::<_, std::convert::Infallible>(chunk.clone())
+                });
+                Response::new(Body::from_stream(stream))
+            }),
+        )
+        .route(
+            "/malformed",
+            get(|| async { r#"{"status": "onl"#.to_string() }),
+        )
+        .route(
+            "/offline",
+            get(move || async move { json(r#"{"status":"offline"}"#) }),
+        )
+        .route(
+            "/degraded",
+            get(move || async move { json(r#"{"status":"degraded"}"#) }),
+        );
+    serve_on_thread(app)
+}
+
+/// Serves `app` on 127.0.0.1 (ephemeral port) from a thread of its own.
+pub fn serve_on_thread(app: Router) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -24,81 +97,13 @@ pub fn scenario_server() -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let start = tokio::time::Instant::now();
-            let json = |s: &str| ([("content-type", "application/json")], s.to_string());
-            let app = Router::new()
-                .route(
-                    "/stable",
-                    get(move || async move { json(r#"{"status":"online"}"#) }),
-                )
-                .route(
-                    "/goes-down",
-                    get(move || async move {
-                        if start.elapsed() < Duration::from_secs(3) {
-                            json(r#"{"status":"online"}"#).into_response()
-                        } else {
-                            (
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                json(r#"{"status":"offline"}"#),
-                            )
-                                .into_response()
-                        }
-                    }),
-                )
-                .route(
-                    "/auth",
-                    get(|| async {
-                        (
-                            StatusCode::UNAUTHORIZED,
-                            [("content-type", "application/json")],
-                            r#"{"error":{"code":"CREDENTIALS_EXPIRED"}}"#,
-                        )
-                    }),
-                )
-                .route(
-                    "/ratelimit",
-                    get(|| async {
-                        let mut h = HeaderMap::new();
-                        h.insert("retry-after", "30".parse().unwrap());
-                        (StatusCode::TOO_MANY_REQUESTS, h, "slow down")
-                    }),
-                )
-                .route(
-                    "/slow",
-                    get(|| async {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                        r#"{"status":"online"}"#
-                    }),
-                )
-                .route(
-                    "/endless",
-                    get(|| async {
-                        let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
-                        let stream = futures::stream::repeat_with(move || {
-                            Ok::<_, std::convert::Infallible>(chunk.clone())
-                        });
-                        Response::new(Body::from_stream(stream))
-                    }),
-                )
-                .route(
-                    "/malformed",
-                    get(|| async { r#"{"status": "onl"#.to_string() }),
-                )
-                .route(
-                    "/offline",
-                    get(move || async move { json(r#"{"status":"offline"}"#) }),
-                )
-                .route(
-                    "/degraded",
-                    get(move || async move { json(r#"{"status":"degraded"}"#) }),
-                );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
     });
     rx.recv_timeout(Duration::from_secs(10))
-        .expect("scenario server started")
+        .expect("server started")
 }
 
 /// A temp dir holding a config file; the database sits next to it.
