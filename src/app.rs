@@ -57,8 +57,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drop(store);
 
     let prober = Prober::new(&config.connections).map_err(|e| SetupError(e.to_string()))?;
-    let (writer, writer_join) = Writer::start(&db_path, config.daemon.history_flush)?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (writer, writer_join) = Writer::start_notifying(
+        &db_path,
+        config.daemon.history_flush,
+        Some(Arc::clone(&wake)),
+    )?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let dispatcher = crate::deliver::Dispatcher::new(
+        &db_path,
+        &config.sinks,
+        wake,
+        config.daemon.shutdown_timeout,
+    )?;
+    let dispatch_task = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
 
     let mut sandbox_task = None;
     if let Some(sb) = config.sandbox.as_ref().filter(|s| s.enabled) {
@@ -150,6 +162,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "connwatch running"
     );
     let stats = engine.run(shutdown_rx).await;
+    // Deliveries in flight finish (or stay pending for the next start).
+    let _ = dispatch_task.await;
     signals_handle.close();
     let _ = sig_task.await;
     let _ = sched.shutdown().await;

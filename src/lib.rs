@@ -24,6 +24,7 @@
 //!   friends plug in here).
 //! - [`store`]: schema, the single batching writer, queries, retention.
 //! - [`event`]: the event envelope and types.
+//! - [`deliver`]: the outbox dispatcher, retry policy and sinks.
 //! - [`sandbox`]: the simulated status API and webhook receiver.
 //! - [`app`]: start-up order and shutdown; [`cli`]: the commands' output.
 
@@ -31,6 +32,7 @@ pub mod app;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod engine;
 pub mod event;
 pub mod model;

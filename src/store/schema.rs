@@ -100,6 +100,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE connections ADD COLUMN depends_on TEXT;
     ALTER TABLE events ADD COLUMN suppressed TEXT;          -- recorded, not delivered: why
     ",
+    // 3: every delivery attempt.
+    "
+    CREATE TABLE delivery_attempts (
+        event INTEGER NOT NULL REFERENCES events(seq),
+        sink TEXT NOT NULL,
+        at INTEGER NOT NULL,            -- unix ms
+        status INTEGER,                 -- HTTP status or exit code
+        error TEXT,
+        duration_ms INTEGER NOT NULL,
+        verdict TEXT NOT NULL           -- done | retry | dead | skipped
+    );
+    CREATE INDEX delivery_attempts_event ON delivery_attempts (event, sink);
+    ",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

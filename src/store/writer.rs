@@ -122,6 +122,16 @@ impl WriterJoin {
 impl Writer {
     /// Starts the writer thread on its own connection to `path`.
     pub fn start(path: &Path, history_flush: Duration) -> super::Result<(Writer, WriterJoin)> {
+        Writer::start_notifying(path, history_flush, None)
+    }
+
+    /// As [`Writer::start`]; `wake` is notified after each commit that wrote
+    /// deliveries (the dispatcher waits on it).
+    pub fn start_notifying(
+        path: &Path,
+        history_flush: Duration,
+        wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+    ) -> super::Result<(Writer, WriterJoin)> {
         let store = super::Store::open(path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let path = path.to_path_buf();
@@ -132,7 +142,7 @@ impl Writer {
                     .enable_time()
                     .build()
                     .expect("a current-thread runtime");
-                rt.block_on(run(store.db, path, rx, history_flush))
+                rt.block_on(run(store.db, path, rx, history_flush, wake))
             })
             .map_err(|source| super::StoreError::Io {
                 path: "writer thread".into(),
@@ -235,6 +245,7 @@ async fn run(
     path: PathBuf,
     mut rx: mpsc::Receiver<Op>,
     history_flush: Duration,
+    notify: Option<std::sync::Arc<tokio::sync::Notify>>,
 ) -> WriterStats {
     let mut st = State {
         db,
@@ -302,8 +313,18 @@ async fn run(
         if retry_at.is_some_and(|r| now < r) && open && waiters.is_empty() {
             continue;
         }
+        let deliveries = st.backlog.records.iter().any(|r| {
+            r.events
+                .iter()
+                .any(|e| e.suppressed.is_none() && !e.sinks.is_empty())
+        });
         match st.write() {
             Ok(rows) => {
+                if deliveries {
+                    if let Some(n) = &notify {
+                        n.notify_one();
+                    }
+                }
                 if st.failing > 0 {
                     tracing::info!(
                         component = "writer",
