@@ -49,6 +49,7 @@ secret = "{WEBHOOK_SECRET}"
 id = "pager"
 kind = "pagerduty"
 routing_key = "${{CW_PD_KEY}}"
+url = "http://{addr}/pd"
 "#
     ));
     let env = [
