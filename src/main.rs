@@ -68,6 +68,42 @@ enum Command {
     },
     /// Apply retention now.
     Prune,
+    /// Events and their deliveries; `events replay EVENT_ID` re-queues one.
+    Events {
+        #[command(subcommand)]
+        action: Option<EventsAction>,
+        /// Only events with a delivery still pending.
+        #[arg(long, conflicts_with = "dead")]
+        pending: bool,
+        /// Only events with a dead delivery.
+        #[arg(long)]
+        dead: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sinks: `sinks test SINK` sends a synthetic event now.
+    Sinks {
+        #[command(subcommand)]
+        action: SinksAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsAction {
+    /// Re-queue an event for delivery now (all its sinks, or one).
+    Replay {
+        event_id: String,
+        #[arg(long)]
+        sink: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SinksAction {
+    /// Send a synthetic `connection.status_changed` to SINK now and print the answer.
+    Test { sink: String },
 }
 
 /// What went wrong, and which exit code it earns.
@@ -262,6 +298,91 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Runtime(e.into()))
             })
+        }
+        Command::Events {
+            action: Some(EventsAction::Replay { event_id, sink }),
+            ..
+        } => {
+            let daemon = load_daemon(&cli.config)?;
+            if let Some(s) = &sink {
+                let config = load(&cli.config)?;
+                if !config.sinks.iter().any(|k| &k.id == s) {
+                    return Err(Failure::Usage(format!(
+                        "no sink {s:?} in {}",
+                        cli.config.display()
+                    )));
+                }
+            }
+            let mut store = Store::open(&daemon.database)?;
+            match connwatch::store::outbox::replay(
+                &mut store,
+                &event_id,
+                sink.as_deref(),
+                connwatch::model::now_ms(),
+            )? {
+                Some(n) => {
+                    println!(
+                        "{event_id}: {n} deliver{} queued",
+                        if n == 1 { "y" } else { "ies" }
+                    );
+                    Ok(())
+                }
+                None => Err(Failure::Usage(format!(
+                    "no event {event_id:?} in {}",
+                    daemon.database.display()
+                ))),
+            }
+        }
+        Command::Events {
+            action: None,
+            pending,
+            dead,
+            limit,
+            json,
+        } => {
+            use connwatch::store::outbox;
+            let daemon = load_daemon(&cli.config)?;
+            let store = Store::open_read_only(&daemon.database)?;
+            let filter = if pending {
+                outbox::Filter::Pending
+            } else if dead {
+                outbox::Filter::Dead
+            } else {
+                outbox::Filter::All
+            };
+            let rows = outbox::list(&store, filter, limit)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| Failure::Runtime(e.into()))?
+                );
+            } else {
+                print!("{}", connwatch::cli::events::render(&rows));
+            }
+            Ok(())
+        }
+        Command::Sinks {
+            action: SinksAction::Test { sink },
+        } => {
+            let config = load(&cli.config)?;
+            let sink = config
+                .sinks
+                .iter()
+                .find(|s| s.id == sink)
+                .cloned()
+                .ok_or_else(|| {
+                    Failure::Usage(format!("no sink {sink:?} in {}", cli.config.display()))
+                })?;
+            let r = runtime()?.block_on(connwatch::cli::events::test_sink(&sink));
+            println!("{}", connwatch::cli::events::render_test(&sink.id, &r));
+            if r.verdict == connwatch::deliver::retry::Verdict::Done {
+                Ok(())
+            } else {
+                Err(Failure::Runtime(anyhow::anyhow!(
+                    "sink {} did not accept the test event",
+                    sink.id
+                )))
+            }
         }
         Command::Prune => {
             let daemon = load_daemon(&cli.config)?;

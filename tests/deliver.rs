@@ -350,6 +350,60 @@ path = "events.jsonl"
     // Log: one JSON line per event (every type).
     let lines = std::fs::read_to_string(setup.dir.path().join("events.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), db_events(&setup).len());
+
+    // The CLI: the dead Slack delivery is listed, can be replayed, and a
+    // sink can be tested by hand.
+    let out = setup.cmd(&["events", "--dead", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dead: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let slack_row = dead[0]["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["sink"] == "slack")
+        .unwrap()
+        .clone();
+    assert_eq!(slack_row["state"], "dead");
+    assert!(slack_row["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 400"));
+    let id = dead[0]["id"].as_str().unwrap().to_string();
+    let out = setup.cmd(&["events", "replay", &id, "--sink", "slack"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 delivery queued"));
+    let out = setup.cmd(&["events", "--pending", "--json"]);
+    let pending: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["id"], id.as_str());
+    assert_eq!(
+        setup.cmd(&["events", "replay", "evt_nope"]).status.code(),
+        Some(2)
+    );
+    let table = String::from_utf8(setup.cmd(&["events"]).stdout).unwrap();
+    assert!(
+        table.starts_with("TIME") && table.contains("hook:done"),
+        "{table}"
+    );
+    let out = setup.cmd(&["sinks", "test", "hook"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accepted"));
+    assert_eq!(setup.cmd(&["sinks", "test", "nope"]).status.code(), Some(2));
 }
 
 /// kill -9 at seeded random moments while events flow to a receiver that

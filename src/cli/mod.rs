@@ -2,6 +2,7 @@
 //! `--json` for scripts.
 
 pub mod check;
+pub mod events;
 pub mod history;
 pub mod probe;
 pub mod status;

@@ -1,0 +1,102 @@
+//! `connwatch events` and `connwatch sinks test`.
+
+use crate::config::Sink;
+use crate::deliver::retry::Verdict;
+use crate::deliver::sinks::{self, AttemptResult, Outgoing};
+use crate::event::Envelope;
+use crate::store::outbox::EventRow;
+
+pub fn render(rows: &[EventRow]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|e| {
+            let deliveries = if let Some(s) = &e.suppressed {
+                format!("held ({s})")
+            } else if e.deliveries.is_empty() {
+                "-".into()
+            } else {
+                e.deliveries
+                    .iter()
+                    .map(|d| {
+                        let mut s = format!("{}:{}", d.sink, d.state);
+                        if d.attempts > 1 || d.state != "done" {
+                            s.push_str(&format!("/{}", d.attempts));
+                        }
+                        s
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let err = e
+                .deliveries
+                .iter()
+                .find_map(|d| d.last_error.clone())
+                .unwrap_or_default();
+            vec![
+                e.timestamp.clone(),
+                e.id.clone(),
+                e.kind.clone(),
+                e.connection_id.clone().unwrap_or_else(|| "-".into()),
+                deliveries,
+                err.chars().take(60).collect(),
+            ]
+        })
+        .collect();
+    super::table(
+        &[
+            "TIME",
+            "ID",
+            "TYPE",
+            "CONNECTION",
+            "DELIVERIES (sink:state/attempts)",
+            "LAST ERROR",
+        ],
+        &body,
+    )
+}
+
+/// Sends a synthetic event to `sink` once.
+pub async fn test_sink(sink: &Sink) -> AttemptResult {
+    let env = Envelope::new(
+        crate::event::STATUS_CHANGED,
+        crate::model::now_ms(),
+        Some("connwatch-test"),
+        serde_json::json!({"previous": "online", "current": "offline", "test": true,
+            "error": {"kind": "http_status", "message": "synthetic test event", "http_status": 503}}),
+    );
+    let body = serde_json::to_string(&env).unwrap_or_default();
+    let out = Outgoing {
+        id: env.id.clone(),
+        kind: env.kind.clone(),
+        connection_id: env.connection_id.clone(),
+        envelope: serde_json::from_str(&body).unwrap_or_default(),
+        body,
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_default();
+    sinks::send(sink, &out, &client, crate::model::now_ms()).await
+}
+
+pub fn render_test(id: &str, r: &AttemptResult) -> String {
+    let verdict = match &r.verdict {
+        Verdict::Done if r.skipped => "skipped (this sink does not take the event)".to_string(),
+        Verdict::Done => "accepted".to_string(),
+        Verdict::Retry { retry_after } => format!(
+            "refused, would retry{}",
+            retry_after
+                .map(|d| format!(" after {} s", d.as_secs()))
+                .unwrap_or_default()
+        ),
+        Verdict::Dead => "refused for good".to_string(),
+    };
+    let mut s = format!("{id}: {verdict} in {} ms", r.duration.as_millis());
+    if let Some(st) = r.status {
+        s.push_str(&format!(" (status {st})"));
+    }
+    if let Some(e) = &r.error {
+        s.push_str(&format!("\n  {e}"));
+    }
+    s
+}

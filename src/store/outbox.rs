@@ -1,0 +1,142 @@
+//! Reads and operator actions on the outbox: `connwatch events` and
+//! `connwatch events replay`.
+
+use super::{sq, Result, Store};
+use crate::model::{rfc3339, UnixMs};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+/// One event with its deliveries.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub timestamp: String,
+    pub connection_id: Option<String>,
+    /// Why it was held back (recorded, not delivered), if it was.
+    pub suppressed: Option<String>,
+    pub deliveries: Vec<DeliveryRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRow {
+    pub sink: String,
+    /// `pending`, `done` or `dead`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    All,
+    Pending,
+    Dead,
+}
+
+/// The newest `limit` events matching `filter`, oldest first.
+pub fn list(store: &Store, filter: Filter, limit: usize) -> Result<Vec<EventRow>> {
+    let p = &store.path;
+    let cond = match filter {
+        Filter::All => "1",
+        Filter::Pending => {
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.event = e.seq AND d.state = 'pending')"
+        }
+        Filter::Dead => {
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.event = e.seq AND d.state = 'dead')"
+        }
+    };
+    let sql = format!(
+        "SELECT e.seq, e.id, e.type, e.at, c.id, e.suppressed FROM events e LEFT JOIN connections c ON c.key = e.conn
+         WHERE {cond} ORDER BY e.seq DESC LIMIT ?1"
+    );
+    let mut s = store.db.prepare(&sql).map_err(|e| sq(p, e))?;
+    type Head = (i64, String, String, i64, Option<String>, Option<String>);
+    let heads: Vec<Head> = s
+        .query_map([limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .map_err(|e| sq(p, e))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| sq(p, e))?;
+    let mut d = store
+        .db
+        .prepare("SELECT sink, state, attempts, next_at, last_error FROM deliveries WHERE event = ?1 ORDER BY sink")
+        .map_err(|e| sq(p, e))?;
+    let mut out = Vec::with_capacity(heads.len());
+    for (seq, id, kind, at, conn, suppressed) in heads.into_iter().rev() {
+        let deliveries = d
+            .query_map([seq], |r| {
+                let state: String = r.get(1)?;
+                let next: i64 = r.get(3)?;
+                Ok(DeliveryRow {
+                    sink: r.get(0)?,
+                    next_attempt_at: (state == "pending").then(|| rfc3339(next)),
+                    state,
+                    attempts: r.get(2)?,
+                    last_error: r.get(4)?,
+                })
+            })
+            .map_err(|e| sq(p, e))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| sq(p, e))?;
+        out.push(EventRow {
+            id,
+            kind,
+            timestamp: rfc3339(at),
+            connection_id: conn,
+            suppressed,
+            deliveries,
+        });
+    }
+    Ok(out)
+}
+
+/// Re-queues an event now: every one of its deliveries, or only `sink`'s
+/// (created if the event never had one, e.g. it was suppressed). Returns the
+/// number of deliveries queued, or `None` if there is no such event.
+pub fn replay(
+    store: &mut Store,
+    event_id: &str,
+    sink: Option<&str>,
+    now: UnixMs,
+) -> Result<Option<usize>> {
+    let p = store.path.clone();
+    let tx = store.db.transaction().map_err(|e| sq(&p, e))?;
+    let Some(seq) = tx
+        .query_row("SELECT seq FROM events WHERE id = ?1", [event_id], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()
+        .map_err(|e| sq(&p, e))?
+    else {
+        return Ok(None);
+    };
+    let n = match sink {
+        Some(s) => tx
+            .execute(
+                "INSERT INTO deliveries (event, sink, state, attempts, next_at) VALUES (?1, ?2, 'pending', 0, ?3)
+                 ON CONFLICT (event, sink) DO UPDATE SET state = 'pending', attempts = 0, next_at = ?3, last_error = NULL",
+                params![seq, s, now],
+            )
+            .map_err(|e| sq(&p, e))?,
+        None => tx
+            .execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?2, last_error = NULL WHERE event = ?1",
+                params![seq, now],
+            )
+            .map_err(|e| sq(&p, e))?,
+    };
+    tx.commit().map_err(|e| sq(&p, e))?;
+    Ok(Some(n))
+}
