@@ -56,6 +56,8 @@ pub const DEFAULT_DEGRADED: &[&str] = &["degraded"];
 pub const DEFAULT_OFFLINE: &[&str] = &["offline", "error", "down", "failed"];
 pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SINK_MAX_AGE: Duration = Duration::from_secs(86_400);
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(600);
+pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 pub const DEFAULT_SANDBOX_LISTEN: &str = "127.0.0.1:8089";
 pub const DEFAULT_RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
@@ -288,6 +290,13 @@ pub struct Sink {
     pub max_age: Duration,
     pub command: Vec<String>,
     pub path: Option<PathBuf>,
+    /// Cap of the retry backoff.
+    pub retry_max: Duration,
+    /// Alertmanager: how often firing alerts are re-sent.
+    pub resend_interval: Duration,
+    /// While a connection stays unhealthy, re-send its last status event
+    /// this often (off when `None`).
+    pub remind_every: Option<Duration>,
 }
 
 /// One `[[maintenance]]` window.

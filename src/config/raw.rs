@@ -139,6 +139,9 @@ pub struct RawSink {
     pub max_age: Option<String>,
     pub command: Option<OneOrMany>,
     pub path: Option<String>,
+    pub retry_max: Option<String>,
+    pub resend_interval: Option<String>,
+    pub remind_every: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -129,6 +129,9 @@ pub const SINK: &[Field] = &[
     leaf("max_age"),
     leaf("command"),
     leaf("path"),
+    leaf("retry_max"),
+    leaf("resend_interval"),
+    leaf("remind_every"),
 ];
 
 pub const MAINTENANCE: &[Field] = &[leaf("connections"), leaf("schedule"), leaf("duration")];

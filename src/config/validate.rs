@@ -1184,7 +1184,7 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
         let applies: &[&str] = match kind {
             SinkKind::Webhook => &["url", "secret", "headers"],
             SinkKind::Pagerduty => &["url", "routing_key"],
-            SinkKind::Alertmanager => &["url", "labels", "headers"],
+            SinkKind::Alertmanager => &["url", "labels", "headers", "resend_interval"],
             SinkKind::Slack => &["url"],
             SinkKind::Command => &["command"],
             SinkKind::Log => &["path"],
@@ -1197,6 +1197,7 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
             ("labels", s.labels.is_some()),
             ("command", s.command.is_some()),
             ("path", s.path.is_some()),
+            ("resend_interval", s.resend_interval.is_some()),
         ];
         let mut ok = true;
         for (key, there) in present {
@@ -1323,6 +1324,48 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
             .path
             .as_ref()
             .and_then(|p| cx.file_path(p, &format!("{sp}.path")));
+        let mut sink_dur = |cx: &mut Ctx<'_>,
+                            v: &Option<String>,
+                            key: &str,
+                            min: Duration,
+                            default: Option<Duration>| match v {
+            Some(t) => match cx.duration_in(
+                t,
+                &format!("{sp}.{key}"),
+                min,
+                Duration::from_secs(7 * 86_400),
+            ) {
+                Some(d) => Some(d),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+            None => default,
+        };
+        let retry_max = sink_dur(
+            cx,
+            &s.retry_max,
+            "retry_max",
+            Duration::from_secs(1),
+            Some(DEFAULT_RETRY_MAX),
+        )
+        .unwrap_or(DEFAULT_RETRY_MAX);
+        let resend_interval = sink_dur(
+            cx,
+            &s.resend_interval,
+            "resend_interval",
+            Duration::from_secs(1),
+            Some(DEFAULT_RESEND_INTERVAL),
+        )
+        .unwrap_or(DEFAULT_RESEND_INTERVAL);
+        let remind_every = sink_dur(
+            cx,
+            &s.remind_every,
+            "remind_every",
+            Duration::from_secs(60),
+            None,
+        );
         if ok {
             out.push(Sink {
                 id,
@@ -1337,6 +1380,9 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
                 max_age,
                 command,
                 path,
+                retry_max,
+                resend_interval,
+                remind_every,
             });
         }
     }

@@ -128,7 +128,16 @@ impl Dispatcher {
 
     /// Runs until `shutdown`, then waits (bounded) for attempts in flight.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut resend = tokio::time::interval(sinks::alertmanager::RESEND);
+        // Firing alerts are re-sent at the shortest resend_interval of the
+        // Alertmanager sinks.
+        let every = self
+            .sinks
+            .values()
+            .filter(|s| s.kind == SinkKind::Alertmanager)
+            .map(|s| s.resend_interval)
+            .min()
+            .unwrap_or(crate::config::DEFAULT_RESEND_INTERVAL);
+        let mut resend = tokio::time::interval(every);
         resend.tick().await;
         loop {
             let next = self.dispatch_due().await;
@@ -268,7 +277,7 @@ impl Dispatcher {
             Verdict::Dead => ("dead", done.started),
             Verdict::Retry { retry_after } => {
                 let wait =
-                    Backoff::new(retry::DEFAULT_CAP).wait(n as u32, fastrand::f64(), *retry_after);
+                    Backoff::new(sink.retry_max).wait(n as u32, fastrand::f64(), *retry_after);
                 ("pending", done.started + wait.as_millis() as i64)
             }
         };

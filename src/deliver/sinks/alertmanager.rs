@@ -2,18 +2,16 @@
 //! is a firing alert (labels `alertname`, `connection_id`, `severity` plus the
 //! sink's static labels; annotations `summary`, `error`; `startsAt`); one
 //! that returns to online is the same alert with `endsAt`. Firing alerts are
-//! re-sent every `RESEND` by the dispatcher while they last, so that
+//! re-sent every `resend_interval` (default 1 m, inside Alertmanager's 5 m
+//! resolve timeout) by the dispatcher while they last, so that
 //! Alertmanager does not resolve them on its own.
 
 use super::Outgoing;
 use crate::model::{rfc3339, UnixMs};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 pub const ALERTNAME: &str = "ConnwatchConnectionUnhealthy";
-/// Well inside Alertmanager's default 5 minute resolve timeout.
-pub const RESEND: Duration = Duration::from_secs(60);
 
 fn severity(health: &str) -> Option<&'static str> {
     match health {
