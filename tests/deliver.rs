@@ -538,3 +538,75 @@ secret = "{SECRET}"
     );
     assert!(events.len() >= 10, "events flowed: {}", events.len());
 }
+
+/// A receiver that answers 410 Gone disables its sink and raises one
+/// `system.error` to the other sinks; `remind_every` re-sends the last status
+/// of a connection that stays down, under new ids.
+#[test]
+fn gone_raises_system_error_and_reminders_repeat() {
+    let (status, _) = status_server();
+    let (rcv, rx) = receiver(|path, _, _| if path == "gone" { 410 } else { 200 });
+    let setup = Setup::new(&format!(
+        r#"
+[daemon]
+database = "cw.db"
+history_flush = "1s"
+[defaults]
+interval = "500ms"
+timeout = "400ms"
+breaker = {{ failure_threshold = 2, success_threshold = 2, open_for = "30s", max_open_for = "30s" }}
+[[connection]]
+id = "blip"
+url = "http://{status}/blip"
+[[sink]]
+id = "gone"
+kind = "webhook"
+url = "http://{rcv}/gone"
+[[sink]]
+id = "hook"
+kind = "webhook"
+url = "http://{rcv}/hook"
+secret = "{SECRET}"
+remind_every = "1s"
+events = ["connection.status_changed", "system.error"]
+"#
+    ));
+    let mut d = setup.spawn_daemon(&[]);
+    // Down from 2 s; reminders every second while it stays down (until 6 s).
+    std::thread::sleep(Duration::from_millis(5_500));
+    assert_eq!(
+        terminate(&mut d, Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        setup.daemon_log()
+    );
+    let gone = rx.receipts("gone");
+    assert_eq!(gone.len(), 1, "disabled after the first 410: {gone:?}");
+    let hooks = rx.receipts("hook");
+    let system: Vec<&Receipt> = hooks
+        .iter()
+        .filter(|r| r.body.contains("\"type\":\"system.error\""))
+        .collect();
+    assert_eq!(system.len(), 1, "one system.error: {hooks:?}");
+    let v: Value = serde_json::from_str(&system[0].body).unwrap();
+    assert!(v["connection_id"].is_null());
+    assert_eq!(v["data"]["sink"], "gone");
+    let reminders: Vec<&Receipt> = hooks.iter().filter(|r| r.id.contains("-r")).collect();
+    assert!(reminders.len() >= 2, "reminders while down: {hooks:?}");
+    let first: Value = serde_json::from_str(&reminders[0].body).unwrap();
+    assert_eq!(first["data"]["current"], "offline");
+    assert_eq!(first["data"]["reminder"], 1);
+    assert!(reminders[0].id.ends_with("-r1"));
+    let db = rusqlite::Connection::open(setup.db()).unwrap();
+    let dead: i64 = db
+        .query_row(
+            "SELECT count(*) FROM deliveries WHERE sink = 'gone' AND state = 'dead'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        dead >= 2,
+        "the disabled sink's later deliveries are dead too: {dead}"
+    );
+}

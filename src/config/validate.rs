@@ -1363,7 +1363,7 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
             cx,
             &s.remind_every,
             "remind_every",
-            Duration::from_secs(60),
+            Duration::from_secs(1),
             None,
         );
         if ok {

@@ -41,6 +41,18 @@ pub const PER_SINK: usize = 4;
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
 /// Pending deliveries read per pass.
 const SCAN: i64 = 10_000;
+/// A delivery still failing after this many attempts raises `system.error`.
+pub const LONG_RETRY: i64 = 8;
+/// At most one `system.error` per failing sink in this period, so a dead
+/// receiver does not flood the others.
+pub const SYSTEM_ERROR_EVERY: Duration = Duration::from_secs(600);
+
+/// A connection that stays unhealthy, for `remind_every`.
+struct Reminder {
+    out: Outgoing,
+    since: Instant,
+    sent: u32,
+}
 
 /// One delivery to attempt.
 struct Due {
@@ -77,6 +89,12 @@ pub struct Dispatcher {
     /// Alertmanager alerts firing now, per (sink, connection), re-sent while
     /// they last.
     firing: HashMap<(String, String), Outgoing>,
+    last_resend: Instant,
+    /// Unhealthy connections per (sink, connection) for sinks with
+    /// `remind_every`.
+    reminders: HashMap<(String, String), Reminder>,
+    /// When each sink last raised `system.error`.
+    last_system_error: HashMap<String, Instant>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     shutdown_timeout: Duration,
@@ -118,6 +136,9 @@ impl Dispatcher {
             disabled: HashSet::new(),
             last_sent: HashMap::new(),
             firing: HashMap::new(),
+            last_resend: Instant::now(),
+            reminders: HashMap::new(),
+            last_system_error: HashMap::new(),
             done_tx,
             done_rx,
             shutdown_timeout,
@@ -137,8 +158,8 @@ impl Dispatcher {
             .map(|s| s.resend_interval)
             .min()
             .unwrap_or(crate::config::DEFAULT_RESEND_INTERVAL);
-        let mut resend = tokio::time::interval(every);
-        resend.tick().await;
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1).min(every));
+        housekeeping.tick().await;
         loop {
             let next = self.dispatch_due().await;
             let wait = next
@@ -150,7 +171,13 @@ impl Dispatcher {
                 _ = shutdown.changed() => break,
                 Some(done) = self.done_rx.recv() => self.record(done).await,
                 _ = self.wake.notified() => {}
-                _ = resend.tick() => self.resend_firing().await,
+                _ = housekeeping.tick() => {
+                    if self.last_resend.elapsed() >= every {
+                        self.last_resend = Instant::now();
+                        self.resend_firing().await;
+                    }
+                    self.send_reminders().await;
+                }
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -250,7 +277,7 @@ impl Dispatcher {
             status: None,
             error: Some(why.to_string()),
             duration: Duration::ZERO,
-            skipped: true,
+            skipped: false,
         };
         let done = Done {
             event: d.event,
@@ -287,10 +314,16 @@ impl Dispatcher {
                     tracing::debug!(component = "dispatcher", event_id = %done.out.id, sink = %done.sink, attempts = n, "delivered");
                 }
                 self.track_firing(&sink, &done.out);
+                self.track_reminder(&sink, &done.out);
             }
             (Verdict::Dead, _) if !done.result.skipped => {
                 let err = done.result.error.as_deref().unwrap_or("");
                 tracing::warn!(component = "dispatcher", event_id = %done.out.id, sink = %done.sink, attempts = n, error = err, "delivery refused for good; dead");
+                let why = format!(
+                    "delivery of {} ({}) to sink {} is dead: {err}",
+                    done.out.id, done.out.kind, done.sink
+                );
+                self.system_error(&done.sink, &done.out, why).await;
                 if sink.kind == SinkKind::Webhook && done.result.status == Some(410) {
                     tracing::error!(component = "dispatcher", sink = %done.sink, "the receiver answered 410 Gone: sink disabled until restart");
                     self.disabled.insert(done.sink.clone());
@@ -299,6 +332,13 @@ impl Dispatcher {
             (Verdict::Retry { .. }, _) => {
                 let err = done.result.error.as_deref().unwrap_or("");
                 tracing::info!(component = "dispatcher", event_id = %done.out.id, sink = %done.sink, attempts = n, error = err, retry_at = %crate::model::rfc3339(next_at), "delivery failed; will retry");
+                if n == LONG_RETRY {
+                    let why = format!(
+                        "delivery of {} to sink {} has failed {n} times, still retrying: {err}",
+                        done.out.id, done.sink
+                    );
+                    self.system_error(&done.sink, &done.out, why).await;
+                }
             }
             _ => {}
         }
@@ -350,6 +390,133 @@ impl Dispatcher {
         }
     }
 
+    /// Keeps the reminders of sinks with `remind_every` up to date.
+    fn track_reminder(&mut self, sink: &Sink, out: &Outgoing) {
+        if sink.remind_every.is_none() {
+            return;
+        }
+        let (Some(conn), Some(current)) = (out.connection_id.clone(), sinks::current_health(out))
+        else {
+            return;
+        };
+        let key = (sink.id.clone(), conn);
+        if matches!(
+            current,
+            "offline" | "unreachable" | "invalid" | "auth_required"
+        ) {
+            self.reminders.insert(
+                key,
+                Reminder {
+                    out: out.clone(),
+                    since: Instant::now(),
+                    sent: 0,
+                },
+            );
+        } else {
+            self.reminders.remove(&key);
+        }
+    }
+
+    /// Re-sends the last status event of a connection that stays unhealthy,
+    /// every `remind_every`, as `<event id>-r<n>` with `data.reminder = n`
+    /// (a new id, so receivers that drop duplicate ids still see it).
+    async fn send_reminders(&mut self) {
+        let now = now_ms();
+        let mut due = Vec::new();
+        for ((sink_id, conn), r) in &self.reminders {
+            let Some(sink) = self.sinks.get(sink_id) else {
+                continue;
+            };
+            let Some(every) = sink.remind_every else {
+                continue;
+            };
+            if r.since.elapsed() >= every * (r.sent + 1) {
+                due.push((sink_id.clone(), conn.clone()));
+            }
+        }
+        for key in due {
+            let Some(sink) = self.sinks.get(&key.0).cloned() else {
+                continue;
+            };
+            let Some(r) = self.reminders.get_mut(&key) else {
+                continue;
+            };
+            r.sent += 1;
+            let mut envelope = r.out.envelope.clone();
+            let id = format!("{}-r{}", r.out.id, r.sent);
+            envelope["id"] = serde_json::json!(id);
+            envelope["data"]["reminder"] = serde_json::json!(r.sent);
+            let body = envelope.to_string();
+            let out = Outgoing {
+                id,
+                kind: r.out.kind.clone(),
+                connection_id: r.out.connection_id.clone(),
+                body,
+                envelope,
+            };
+            let res = sinks::send(&sink, &out, &self.client, now).await;
+            if res.verdict != Verdict::Done {
+                tracing::warn!(component = "dispatcher", sink = %key.0, error = res.error.as_deref().unwrap_or(""), "reminder not accepted");
+            }
+        }
+    }
+
+    /// Raises `system.error` (connection_id null) to every other sink that
+    /// takes it, at most once per failing sink per [`SYSTEM_ERROR_EVERY`];
+    /// never about a `system.error` itself.
+    async fn system_error(&mut self, failing: &str, about: &Outgoing, message: String) {
+        if about.kind == "system.error" {
+            return;
+        }
+        if self
+            .last_system_error
+            .get(failing)
+            .is_some_and(|t| t.elapsed() < SYSTEM_ERROR_EVERY)
+        {
+            return;
+        }
+        self.last_system_error
+            .insert(failing.to_string(), Instant::now());
+        tracing::error!(component = "dispatcher", sink = failing, "{message}");
+        let now = now_ms();
+        let env = crate::event::Envelope::new(
+            "system.error",
+            now,
+            None,
+            serde_json::json!({"component": "delivery", "sink": failing, "event_id": about.id, "message": message}),
+        );
+        let targets: Vec<String> = self
+            .sinks
+            .values()
+            .filter(|s| {
+                s.id != failing
+                    && !self.disabled.contains(&s.id)
+                    && crate::event::filter_matches(&s.events, "system.error")
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        let body = serde_json::to_string(&env).unwrap_or_default();
+        let db = Arc::clone(&self.db);
+        let res = tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
+            let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = db.transaction()?;
+            tx.execute(
+                "INSERT INTO events (id, type, conn, at, transition, envelope) VALUES (?1, 'system.error', NULL, ?2, NULL, ?3)",
+                params![env.id, now, body],
+            )?;
+            let seq = tx.last_insert_rowid();
+            for t in targets {
+                tx.execute("INSERT INTO deliveries (event, sink, next_at) VALUES (?1, ?2, ?3)", params![seq, t, now])?;
+            }
+            tx.commit()
+        })
+        .await;
+        if let Ok(Err(e)) = res {
+            tracing::error!(component = "dispatcher", error = %e, "cannot record system.error");
+        }
+        self.wake.notify_one();
+    }
+
     /// Re-sends firing alerts so Alertmanager does not resolve them itself.
     async fn resend_firing(&mut self) {
         let now = now_ms();
@@ -369,7 +536,7 @@ impl Dispatcher {
         let sinks: Vec<Arc<Sink>> = self
             .sinks
             .values()
-            .filter(|s| s.kind == SinkKind::Alertmanager)
+            .filter(|s| s.kind == SinkKind::Alertmanager || s.remind_every.is_some())
             .cloned()
             .collect();
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
@@ -383,10 +550,25 @@ impl Dispatcher {
                 )
                 .and_then(|mut s| s.query_map([&sink.id], row_to_outgoing)?.collect::<rusqlite::Result<Vec<Outgoing>>>());
             for out in rows.unwrap_or_default() {
-                if sinks::current_health(&out).is_some_and(|h| h != "online") {
-                    if let Some(conn) = out.connection_id.clone() {
-                        self.firing.insert((sink.id.clone(), conn), out);
-                    }
+                let Some(conn) = out.connection_id.clone() else {
+                    continue;
+                };
+                let health = sinks::current_health(&out).unwrap_or("online");
+                if sink.remind_every.is_some()
+                    && matches!(
+                        health,
+                        "offline" | "unreachable" | "invalid" | "auth_required"
+                    )
+                {
+                    let r = Reminder {
+                        out: out.clone(),
+                        since: Instant::now(),
+                        sent: 0,
+                    };
+                    self.reminders.insert((sink.id.clone(), conn.clone()), r);
+                }
+                if sink.kind == SinkKind::Alertmanager && health != "online" {
+                    self.firing.insert((sink.id.clone(), conn), out);
                 }
             }
         }
