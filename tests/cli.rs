@@ -59,7 +59,8 @@ fn check_prints_the_plan() {
     let s = Setup::new(
         "[defaults]\ninterval = \"15s\"\n[[connection]]\nid = \"sap-prod\"\nurl = \"https://u:p@h.example/s?token=t0k\"\nsinks = [\"ops\"]\n\
          [[connection]]\nid = \"cron-one\"\nurl = \"http://h/\"\nschedule = \"0 */5 * * * *\"\ntimeout = \"3s\"\n\
-         [[sink]]\nid = \"ops\"\nkind = \"log\"\n",
+         [[sink]]\nid = \"ops\"\nkind = \"log\"\n\
+         [[sink]]\nid = \"chat\"\nkind = \"slack\"\nurl = \"https://hooks.slack.example/services/T0/B0/slacksecret\"\n",
     );
     let out = s.cmd(&["check"]);
     assert_eq!(out.status.code(), Some(0));
@@ -81,6 +82,11 @@ fn check_prints_the_plan() {
             .any(|l| l.starts_with("ops") && l.contains("log")),
         "{text}"
     );
+    assert!(
+        !text.contains("slacksecret"),
+        "a Slack webhook URL is a secret: {text}"
+    );
+    assert!(text.contains("https://hooks.slack.example/***"), "{text}");
 }
 
 #[test]

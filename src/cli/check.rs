@@ -71,6 +71,10 @@ pub fn plan(c: &Config) -> String {
         .iter()
         .map(|s| {
             let target = match (&s.url, &s.path, s.command.first()) {
+                // A Slack incoming-webhook URL is a secret in its path.
+                (Some(u), _, _) if s.kind == crate::config::SinkKind::Slack => {
+                    format!("{}://{}/***", u.scheme(), u.host_str().unwrap_or(""))
+                }
                 (Some(u), _, _) => redact_url(u),
                 (_, Some(p), _) => p.display().to_string(),
                 (_, _, Some(cmd)) => cmd.clone(),
