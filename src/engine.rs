@@ -358,7 +358,7 @@ impl Engine {
             breaker: fastrand::f64(),
             backoff: fastrand::f64(),
         };
-        let parent_was_failing = self.conns[slot].state.health.health.is_failure();
+        let was_failing = self.conns[slot].state.health.health.is_failure();
         let obs = self.conns[slot].state.observe(&c, at, &cfg, draws);
         tracing::debug!(
             connection_id = %cfg.id,
@@ -427,7 +427,7 @@ impl Engine {
         };
         self.writer.send(rec).await;
         // A parent that recovered: its children are probed at once.
-        let recovered = parent_was_failing && !self.conns[slot].state.health.health.is_failure();
+        let recovered = was_failing && !self.conns[slot].state.health.health.is_failure();
         if recovered && !self.conns[slot].children.is_empty() {
             tracing::info!(connection_id = %cfg.id, children = self.conns[slot].children.len(), "parent recovered; probing its children now");
             for child in self.conns[slot].children.clone() {

@@ -530,8 +530,14 @@ secret = "{SECRET}"
             "{conn}: first receipts out of event order"
         );
     }
+    let mut accepted: HashMap<&String, usize> = HashMap::new();
+    for r in receipts.iter().filter(|r| r.answered == 200) {
+        *accepted.entry(&r.id).or_default() += 1;
+    }
+    let twice = accepted.values().filter(|n| **n > 1).count();
     eprintln!(
-        "crash test: {kills} kills; {} events delivered; {} receipts ({} refused, {duplicates} re-deliveries of the same payload)",
+        "crash test: {kills} kills; {} events stored and delivered; {} receipts: {} refused by the receiver and retried, \
+         {twice} events accepted more than once (sent again after a kill); {duplicates} receipts repeated an id, always with the same payload",
         events.len(),
         receipts.len(),
         receipts.iter().filter(|r| r.answered != 200).count()

@@ -68,7 +68,6 @@ struct Done {
     event: i64,
     sink: String,
     attempts: i64,
-    at: UnixMs,
     started: UnixMs,
     result: AttemptResult,
     out: Outgoing,
@@ -143,7 +142,7 @@ impl Dispatcher {
             done_rx,
             shutdown_timeout,
         };
-        d.restore_firing();
+        d.restore_standing();
         Ok(d)
     }
 
@@ -262,7 +261,6 @@ impl Dispatcher {
                 event: d.event,
                 sink: d.sink,
                 attempts: d.attempts,
-                at: d.at,
                 started,
                 result,
                 out: d.out,
@@ -283,7 +281,6 @@ impl Dispatcher {
             event: d.event,
             sink: d.sink.clone(),
             attempts: d.attempts,
-            at: d.at,
             started: now_ms(),
             result,
             out: d.out.clone(),
@@ -370,7 +367,6 @@ impl Dispatcher {
             // The delivery stays as it was (pending): sent again, at least once.
             tracing::error!(component = "dispatcher", error = %crate::store::sq(&path, e), "cannot record a delivery attempt");
         }
-        let _ = done.at;
     }
 
     /// Keeps the set of firing Alertmanager alerts up to date.
@@ -531,8 +527,9 @@ impl Dispatcher {
         }
     }
 
-    /// After a restart: alerts whose last delivered status is unhealthy.
-    fn restore_firing(&mut self) {
+    /// After a restart: the Alertmanager alerts still firing and the
+    /// reminders still due, from each sink's last delivered status event.
+    fn restore_standing(&mut self) {
         let sinks: Vec<Arc<Sink>> = self
             .sinks
             .values()
