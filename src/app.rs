@@ -58,10 +58,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let prober = Prober::new(&config.connections).map_err(|e| SetupError(e.to_string()))?;
     let wake = Arc::new(tokio::sync::Notify::new());
+    let liveness = crate::ops::notify::Liveness::default();
     let (writer, writer_join) = Writer::start_notifying(
         &db_path,
         config.daemon.history_flush,
         Some(Arc::clone(&wake)),
+        Arc::clone(&liveness.writer_beat),
     )?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dispatcher = crate::deliver::Dispatcher::new(
@@ -69,6 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.sinks,
         wake,
         config.daemon.shutdown_timeout,
+        Arc::clone(&liveness.pending_deliveries),
     )?;
     let dispatch_task = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
 
@@ -92,6 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let (engine, cron_tx, jobs) = Engine::new(&config, &known, &prober, writer.clone());
+    let engine = engine.with_notifier(crate::ops::notify::Notifier::from_env(), liveness);
 
     let mut sched = JobScheduler::new()
         .await

@@ -130,6 +130,9 @@ pub struct Engine {
     shutdown_timeout: Duration,
     stats: EngineStats,
     clock: Clock,
+    /// systemd notification, when running under it.
+    notifier: Option<crate::ops::notify::Notifier>,
+    liveness: crate::ops::notify::Liveness,
 }
 
 /// Cron jobs the engine needs: the expression and what to send when it fires.
@@ -222,8 +225,48 @@ impl Engine {
             shutdown_timeout: config.daemon.shutdown_timeout,
             stats: EngineStats::default(),
             clock,
+            notifier: None,
+            liveness: Default::default(),
         };
         (engine, cmd_tx, jobs)
+    }
+
+    /// Speaks the sd_notify protocol: READY when `run` starts, WATCHDOG and
+    /// STATUS from its loop while `liveness` shows the writer turning,
+    /// STOPPING when it stops.
+    pub fn with_notifier(
+        mut self,
+        notifier: crate::ops::notify::Notifier,
+        liveness: crate::ops::notify::Liveness,
+    ) -> Self {
+        self.notifier = Some(notifier);
+        self.liveness = liveness;
+        self
+    }
+
+    /// The one-line status: connections, failing, pending deliveries.
+    fn status_line(&self) -> String {
+        let failing = self
+            .conns
+            .iter()
+            .filter(|c| c.state.confirmed_failing())
+            .count();
+        let pending = self
+            .liveness
+            .pending_deliveries
+            .load(std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "{} connections, {failing} failing, {pending} deliveries pending",
+            self.conns.len()
+        )
+    }
+
+    fn ping(&mut self) {
+        let status = self.status_line();
+        let healthy = self.liveness.writer_fresh(self.clock.now());
+        if let Some(n) = self.notifier.as_mut() {
+            n.alive(healthy, &status);
+        }
     }
 
     /// Runs until `shutdown` turns true, then stops scheduling, waits for
@@ -235,12 +278,22 @@ impl Engine {
         for slot in 0..self.conns.len() {
             self.save_state(slot, now).await;
         }
+        let status = self.status_line();
+        if let Some(n) = self.notifier.as_mut() {
+            n.ready(&status);
+        }
         loop {
             let wake = self.queue.next_wake();
             let maint = self.next_maintenance_end();
+            let ping = self
+                .notifier
+                .as_ref()
+                .and_then(|n| n.next_ping())
+                .map(Instant::from_std);
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
+                _ = sleep_until_opt(ping) => self.ping(),
                 Some(done) = self.done_rx.recv() => self.complete(done).await,
                 Some(cmd) = self.cmd_rx.recv() => match cmd {
                     Command::Fire(slot) => self.try_fire(slot).await,
@@ -255,6 +308,9 @@ impl Engine {
                     }
                 }
             }
+        }
+        if let Some(n) = self.notifier.as_ref() {
+            n.stopping();
         }
         let in_flight = self.conns.iter().filter(|c| c.in_flight).count();
         tracing::info!(

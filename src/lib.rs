@@ -37,6 +37,7 @@ pub mod engine;
 pub mod event;
 pub mod model;
 pub mod monitor;
+pub mod ops;
 pub mod probe;
 pub mod sandbox;
 pub mod schedule;

@@ -94,6 +94,8 @@ pub struct Dispatcher {
     reminders: HashMap<(String, String), Reminder>,
     /// When each sink last raised `system.error`.
     last_system_error: HashMap<String, Instant>,
+    /// Pending deliveries seen by the last scan (for the status line).
+    pending: Arc<std::sync::atomic::AtomicUsize>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     shutdown_timeout: Duration,
@@ -107,6 +109,7 @@ impl Dispatcher {
         sinks: &[Sink],
         wake: Arc<Notify>,
         shutdown_timeout: Duration,
+        pending: Arc<std::sync::atomic::AtomicUsize>,
     ) -> crate::store::Result<Dispatcher> {
         let store = crate::store::Store::open(path)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -138,6 +141,7 @@ impl Dispatcher {
             last_resend: Instant::now(),
             reminders: HashMap::new(),
             last_system_error: HashMap::new(),
+            pending,
             done_tx,
             done_rx,
             shutdown_timeout,
@@ -211,7 +215,11 @@ impl Dispatcher {
         .await
         .ok()?;
         let (due, next) = match scan {
-            Ok(x) => x,
+            Ok((due, next, pending)) => {
+                self.pending
+                    .store(pending, std::sync::atomic::Ordering::Relaxed);
+                (due, next)
+            }
             Err(e) => {
                 tracing::error!(component = "dispatcher", error = %e, "cannot read pending deliveries");
                 return Some(now + 1_000);
@@ -589,7 +597,7 @@ fn pending_heads(
     db: &Db,
     now: UnixMs,
     in_flight: &HashSet<(i64, String)>,
-) -> rusqlite::Result<(Vec<Due>, Option<UnixMs>)> {
+) -> rusqlite::Result<(Vec<Due>, Option<UnixMs>, usize)> {
     let mut s = db.prepare_cached(
         "SELECT d.event, d.sink, d.next_at, e.conn FROM deliveries d JOIN events e ON e.seq = d.event
          WHERE d.state = 'pending' ORDER BY d.event LIMIT ?1",
@@ -597,6 +605,7 @@ fn pending_heads(
     let rows: Vec<(i64, String, i64, Option<i64>)> = s
         .query_map([SCAN], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let pending = rows.len();
     let mut seen: HashSet<(String, Option<i64>)> = HashSet::new();
     let mut heads = Vec::new();
     let mut next: Option<UnixMs> = None;
@@ -630,5 +639,5 @@ fn pending_heads(
             out,
         });
     }
-    Ok((due, next))
+    Ok((due, next, pending))
 }

@@ -122,7 +122,7 @@ impl WriterJoin {
 impl Writer {
     /// Starts the writer thread on its own connection to `path`.
     pub fn start(path: &Path, history_flush: Duration) -> super::Result<(Writer, WriterJoin)> {
-        Writer::start_notifying(path, history_flush, None)
+        Writer::start_notifying(path, history_flush, None, Default::default())
     }
 
     /// As [`Writer::start`]; `wake` is notified after each commit that wrote
@@ -131,6 +131,7 @@ impl Writer {
         path: &Path,
         history_flush: Duration,
         wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+        beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
     ) -> super::Result<(Writer, WriterJoin)> {
         let store = super::Store::open(path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -142,7 +143,7 @@ impl Writer {
                     .enable_time()
                     .build()
                     .expect("a current-thread runtime");
-                rt.block_on(run(store.db, path, rx, history_flush, wake))
+                rt.block_on(run(store.db, path, rx, history_flush, wake, beat))
             })
             .map_err(|source| super::StoreError::Io {
                 path: "writer thread".into(),
@@ -246,6 +247,7 @@ async fn run(
     mut rx: mpsc::Receiver<Op>,
     history_flush: Duration,
     notify: Option<std::sync::Arc<tokio::sync::Notify>>,
+    beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
 ) -> WriterStats {
     let mut st = State {
         db,
@@ -266,7 +268,11 @@ async fn run(
     let mut open = true;
     let mut last_hour = crate::model::now_ms().div_euclid(HOUR_MS) * HOUR_MS;
     while open || !st.backlog.is_empty() {
-        let wake = retry_at.map_or(next_flush, |r| r.min(next_flush));
+        // The heartbeat proves the writer loop turns (the watchdog reads it).
+        beat.store(crate::model::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let wake = retry_at
+            .map_or(next_flush, |r| r.min(next_flush))
+            .min(tokio::time::Instant::now() + crate::ops::notify::HEARTBEAT);
         let mut batch = 0u64;
         tokio::select! {
             op = rx.recv(), if open => match op {

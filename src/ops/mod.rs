@@ -1,0 +1,3 @@
+//! Running under systemd: the notify protocol.
+
+pub mod notify;
