@@ -1,21 +1,35 @@
-//! Wires the parts together and owns start-up order and shutdown.
+//! Wires the parts together and owns start-up order, reload and shutdown.
 //!
-//! Start: open the database and register connections (so health survives
-//! restarts) -> start the writer -> build the HTTP clients -> start the
-//! sandbox if enabled -> start cron jobs (cron connections, retention) ->
-//! run the engine. Stop (SIGTERM/SIGINT): the engine stops scheduling and
-//! waits for probes in flight (up to `shutdown_timeout`), the writer writes
+//! Start: open the database -> start the writer (it lives as long as the
+//! process) -> start the sandbox if enabled -> start a *generation*: register
+//! the connections (their stored state is read back), build the HTTP clients,
+//! start the dispatcher, the cron jobs (cron connections, maintenance
+//! windows, retention) and the engine, which tells systemd READY=1.
+//!
+//! SIGHUP: the new configuration is validated first. If it is invalid, the
+//! errors are logged, a `system.error` is raised, and the running generation
+//! goes on. If it is valid, the writer writes what it holds, the running
+//! generation stops (probes and deliveries in flight finish), and a new one
+//! starts from the new configuration. Connections keep their health,
+//! circuit, counters and holds by id (they are read back from the database);
+//! added ones start, removed ones stop (their history stays). The database
+//! path and the sandbox are not reloaded (restart for those).
+//!
+//! SIGTERM/SIGINT: STOPPING=1, the generation stops, the writer writes
 //! everything it holds, and the process exits 0.
 
-use crate::config::Config;
-use crate::engine::Engine;
+use crate::config::{Config, ConfigErrors};
+use crate::deliver::Dispatcher;
+use crate::engine::{Engine, EngineStats};
+use crate::ops::notify::{Liveness, Notifier};
 use crate::probe::Prober;
 use crate::store::writer::Writer;
 use crate::store::Store;
 use anyhow::Context;
 use futures::StreamExt;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 /// Errors that are the operator's configuration, not a runtime failure
@@ -27,90 +41,70 @@ pub struct SetupError(pub String);
 /// When the hourly retention job runs (minute 7, to stay clear of the hour).
 pub const RETENTION_SCHEDULE: &str = "0 7 * * * *";
 
-/// Runs the daemon until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let db_path = config.daemon.database.clone();
-    for c in &config.connections {
-        if c.tls.insecure {
-            tracing::warn!(connection_id = %c.id, "tls_insecure = true: certificates of this connection are NOT verified");
+/// What the signal task asks of the main loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    Reload,
+    Stop,
+}
+
+/// The parts shared by every generation.
+struct Shared {
+    writer: Writer,
+    wake: Arc<Notify>,
+    liveness: Liveness,
+}
+
+/// Everything built from one configuration.
+struct Generation {
+    stop: watch::Sender<bool>,
+    engine: JoinHandle<EngineStats>,
+    dispatcher: JoinHandle<()>,
+    sched: JobScheduler,
+}
+
+impl Generation {
+    async fn start(config: &Config, shared: &Shared) -> anyhow::Result<Generation> {
+        for c in &config.connections {
+            if c.tls.insecure {
+                tracing::warn!(connection_id = %c.id, "tls_insecure = true: certificates of this connection are NOT verified");
+            }
         }
-    }
-    if !config.maintenance.is_empty() {
-        tracing::warn!(
-            windows = config.maintenance.len(),
-            "maintenance windows are validated but not applied by this version"
-        );
-    }
-    if config.daemon.listen.is_some() || config.daemon.audit_log.is_some() {
-        tracing::warn!(
-            "[daemon] listen and audit_log are validated but not served/written by this version"
-        );
-    }
+        let db_path = &config.daemon.database;
+        let mut store = Store::open(db_path)?;
+        let ids: Vec<crate::store::ConnMeta> = config
+            .connections
+            .iter()
+            .map(crate::store::ConnMeta::of)
+            .collect();
+        let known = store.sync_connections(&ids)?;
+        drop(store);
+        let prober = Prober::new(&config.connections).map_err(|e| SetupError(e.to_string()))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let dispatcher = Dispatcher::new(
+            db_path,
+            &config.sinks,
+            Arc::clone(&shared.wake),
+            config.daemon.shutdown_timeout,
+            Arc::clone(&shared.liveness.pending_deliveries),
+        )?;
+        let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
 
-    let mut store = Store::open(&db_path)?;
-    let ids: Vec<crate::store::ConnMeta> = config
-        .connections
-        .iter()
-        .map(crate::store::ConnMeta::of)
-        .collect();
-    let known = store.sync_connections(&ids)?;
-    drop(store);
-
-    let prober = Prober::new(&config.connections).map_err(|e| SetupError(e.to_string()))?;
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let liveness = crate::ops::notify::Liveness::default();
-    let (writer, writer_join) = Writer::start_notifying(
-        &db_path,
-        config.daemon.history_flush,
-        Some(Arc::clone(&wake)),
-        Arc::clone(&liveness.writer_beat),
-    )?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let dispatcher = crate::deliver::Dispatcher::new(
-        &db_path,
-        &config.sinks,
-        wake,
-        config.daemon.shutdown_timeout,
-        Arc::clone(&liveness.pending_deliveries),
-    )?;
-    let dispatch_task = tokio::spawn(dispatcher.run(shutdown_rx.clone()));
-
-    let mut sandbox_task = None;
-    if let Some(sb) = config.sandbox.as_ref().filter(|s| s.enabled) {
-        let listener = tokio::net::TcpListener::bind(sb.listen)
+        let (engine, cmd_tx, jobs) = Engine::new(config, &known, &prober, shared.writer.clone());
+        let engine = engine.with_notifier(Notifier::from_env(), shared.liveness.clone());
+        let sched = JobScheduler::new()
             .await
-            .map_err(|e| SetupError(format!("sandbox: cannot listen on {}: {e}", sb.listen)))?;
-        tracing::info!(listen = %sb.listen, "sandbox serving simulated connections");
-        let opts = crate::sandbox::Options {
-            webhook_secret: sb.webhook_secret.clone(),
-        };
-        let mut rx = shutdown_rx.clone();
-        sandbox_task = Some(tokio::spawn(crate::sandbox::serve(
-            listener,
-            opts,
-            async move {
-                let _ = rx.changed().await;
-            },
-        )));
-    }
-
-    let (engine, cron_tx, jobs) = Engine::new(&config, &known, &prober, writer.clone());
-    let engine = engine.with_notifier(crate::ops::notify::Notifier::from_env(), liveness);
-
-    let mut sched = JobScheduler::new()
-        .await
-        .context("starting the cron scheduler")?;
-    for (expr, cmd) in jobs {
-        let tx = cron_tx.clone();
-        let job = Job::new_async(expr.as_str(), move |_, _| {
-            let _ = tx.send(cmd);
-            Box::pin(async {})
-        })
-        .with_context(|| format!("cron expression {expr:?}"))?;
-        sched.add(job).await.context("adding a cron job")?;
-    }
-    {
-        let writer = writer.clone();
+            .context("starting the cron scheduler")?;
+        for (expr, cmd) in jobs {
+            let tx = cmd_tx.clone();
+            let job = Job::new_async(expr.as_str(), move |_, _| {
+                let _ = tx.send(cmd);
+                Box::pin(async {})
+            })
+            .with_context(|| format!("cron expression {expr:?}"))?;
+            sched.add(job).await.context("adding a cron job")?;
+        }
+        let writer = shared.writer.clone();
         let retention = config.daemon.retention;
         let job = Job::new_async(RETENTION_SCHEDULE, move |_, _| {
             let writer = writer.clone();
@@ -129,9 +123,78 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .context("retention job")?;
         sched.add(job).await.context("adding the retention job")?;
+        sched.start().await.context("starting the cron scheduler")?;
+        let engine = tokio::spawn(engine.run(stop_rx));
+        tracing::info!(
+            connections = config.connections.len(),
+            sinks = config.sinks.len(),
+            maintenance_windows = config.maintenance.len(),
+            database = %db_path.display(),
+            "connwatch running"
+        );
+        Ok(Generation {
+            stop,
+            engine,
+            dispatcher,
+            sched,
+        })
     }
-    sched.start().await.context("starting the cron scheduler")?;
 
+    /// Stops scheduling; probes and deliveries in flight finish (bounded).
+    async fn stop(mut self) -> EngineStats {
+        let _ = self.stop.send(true);
+        let stats = self.engine.await.unwrap_or_default();
+        let _ = self.dispatcher.await;
+        let _ = self.sched.shutdown().await;
+        stats
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if config.daemon.listen.is_some() || config.daemon.audit_log.is_some() {
+        tracing::warn!(
+            "[daemon] listen and audit_log are validated but not served/written by this version"
+        );
+    }
+    let db_path = config.daemon.database.clone();
+    // Create and migrate the database before anything else touches it.
+    drop(Store::open(&db_path)?);
+    let wake = Arc::new(Notify::new());
+    let liveness = Liveness::default();
+    let (writer, writer_join) = Writer::start_notifying(
+        &db_path,
+        config.daemon.history_flush,
+        Some(Arc::clone(&wake)),
+        Arc::clone(&liveness.writer_beat),
+    )?;
+    let shared = Shared {
+        writer,
+        wake,
+        liveness,
+    };
+
+    let (sandbox_stop, sandbox_stop_rx) = watch::channel(false);
+    let mut sandbox_task = None;
+    if let Some(sb) = config.sandbox.as_ref().filter(|s| s.enabled) {
+        let listener = tokio::net::TcpListener::bind(sb.listen)
+            .await
+            .map_err(|e| SetupError(format!("sandbox: cannot listen on {}: {e}", sb.listen)))?;
+        tracing::info!(listen = %sb.listen, "sandbox serving simulated connections");
+        let opts = crate::sandbox::Options {
+            webhook_secret: sb.webhook_secret.clone(),
+        };
+        let mut rx = sandbox_stop_rx;
+        sandbox_task = Some(tokio::spawn(crate::sandbox::serve(
+            listener,
+            opts,
+            async move {
+                let _ = rx.changed().await;
+            },
+        )));
+    }
+
+    let (ask_tx, mut ask_rx) = mpsc::unbounded_channel();
     let signals = signal_hook_tokio::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -139,50 +202,102 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ])
     .context("installing signal handlers")?;
     let signals_handle = signals.handle();
-    let shutdown = Arc::new(shutdown_tx);
-    let sig_task = {
-        let shutdown = Arc::clone(&shutdown);
-        tokio::spawn(async move {
-            let mut signals = signals;
-            while let Some(sig) = signals.next().await {
-                match sig {
-                    signal_hook::consts::SIGHUP => {
-                        tracing::warn!("SIGHUP: configuration reload is not supported by this version; restart to apply changes");
+    let sig_task = tokio::spawn(async move {
+        let mut signals = signals;
+        while let Some(sig) = signals.next().await {
+            let ask = if sig == signal_hook::consts::SIGHUP {
+                Ask::Reload
+            } else {
+                Ask::Stop
+            };
+            tracing::info!(
+                signal = sig,
+                "{}",
+                if ask == Ask::Stop {
+                    "shutting down"
+                } else {
+                    "reloading the configuration"
+                }
+            );
+            if ask_tx.send(ask).is_err() || ask == Ask::Stop {
+                break;
+            }
+        }
+    });
+
+    let mut config = config;
+    let mut generation = Generation::start(&config, &shared).await?;
+    let notifier = Notifier::from_env();
+    let mut stats = EngineStats::default();
+    while let Some(Ask::Reload) = ask_rx.recv().await {
+        notifier.reloading();
+        let new = match Config::load(&config.path) {
+            Ok(new) if new.daemon.database != config.daemon.database => Err(format!(
+                "the database path changed ({} -> {}); restart connwatch to move it",
+                config.daemon.database.display(),
+                new.daemon.database.display()
+            )),
+            Ok(new) => Ok(new),
+            Err(ConfigErrors(errs)) => {
+                for e in &errs {
+                    tracing::error!(error = %e, "reload refused");
+                }
+                Err(format!(
+                    "{} configuration error(s); first: {}",
+                    errs.len(),
+                    errs[0]
+                ))
+            }
+        };
+        match new {
+            Err(why) => {
+                tracing::error!("reload refused; the running configuration stays: {why}");
+                raise_system_error(&config, &format!("reload refused: {why}"), &shared.wake);
+                notifier.ready_again("reload refused; running the previous configuration");
+            }
+            Ok(new) => {
+                let summary = changes(&config, &new);
+                // Probes and deliveries in flight finish; the writer writes
+                // what it holds, so the new generation reads current state.
+                let s = generation.stop().await;
+                add_stats(&mut stats, s);
+                shared.writer.flush().await;
+                match Generation::start(&new, &shared).await {
+                    Ok(g) => {
+                        tracing::info!(%summary, "configuration reloaded");
+                        generation = g;
+                        config = new;
                     }
-                    _ => {
-                        tracing::info!(signal = sig, "shutting down");
-                        let _ = shutdown.send(true);
-                        break;
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "the new configuration failed to start; going back to the previous one");
+                        raise_system_error(&config, &format!("reload failed: {e:#}"), &shared.wake);
+                        generation = Generation::start(&config, &shared).await?;
                     }
                 }
             }
-        })
-    };
-
-    tracing::info!(
-        connections = config.connections.len(),
-        sinks = config.sinks.len(),
-        database = %db_path.display(),
-        "connwatch running"
-    );
-    let stats = engine.run(shutdown_rx).await;
-    // Deliveries in flight finish (or stay pending for the next start).
-    let _ = dispatch_task.await;
+        }
+    }
+    // Tell the engine first: it runs on this thread, so it cannot ping the
+    // watchdog between STOPPING=1 and noticing the stop.
+    let _ = generation.stop.send(true);
+    notifier.stopping();
+    let s = generation.stop().await;
+    add_stats(&mut stats, s);
     signals_handle.close();
     let _ = sig_task.await;
-    let _ = sched.shutdown().await;
+    let _ = sandbox_stop.send(true);
     if let Some(t) = sandbox_task {
         let _ = t.await;
     }
-    drop(cron_tx);
-    writer.close().await;
-    drop(writer);
+    shared.writer.close().await;
+    drop(shared);
     let wstats = tokio::task::spawn_blocking(move || writer_join.join())
         .await
         .unwrap_or_default();
     tracing::info!(
         probes = stats.probes_done,
         skipped_busy = stats.skipped_busy,
+        held = stats.held,
         transitions = stats.transitions,
         events = stats.events,
         commits = wstats.commits,
@@ -191,4 +306,77 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "stopped"
     );
     Ok(())
+}
+
+fn add_stats(total: &mut EngineStats, s: EngineStats) {
+    total.probes_started += s.probes_started;
+    total.probes_done += s.probes_done;
+    total.skipped_busy += s.skipped_busy;
+    total.held += s.held;
+    total.transitions += s.transitions;
+    total.events += s.events;
+    total.suppressed += s.suppressed;
+}
+
+/// "2 added (c, d), 1 removed (b), 1 changed (a)".
+fn changes(old: &Config, new: &Config) -> String {
+    let fingerprint = |c: &crate::config::Connection| {
+        let secrets: Vec<&str> = c.headers.iter().map(|(_, v)| v.expose()).collect();
+        format!("{c:?}{secrets:?}")
+    };
+    let ids = |c: &Config| {
+        c.connections
+            .iter()
+            .map(|k| k.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let (o, n) = (ids(old), ids(new));
+    let added: Vec<&String> = n.iter().filter(|i| !o.contains(i)).collect();
+    let removed: Vec<&String> = o.iter().filter(|i| !n.contains(i)).collect();
+    let changed: Vec<&String> = n
+        .iter()
+        .filter(|i| match (old.connection(i), new.connection(i)) {
+            (Some(a), Some(b)) => fingerprint(a) != fingerprint(b),
+            _ => false,
+        })
+        .collect();
+    let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    format!(
+        "{} added ({}), {} removed ({}), {} changed ({}); {} sinks",
+        added.len(),
+        list(&added),
+        removed.len(),
+        list(&removed),
+        changed.len(),
+        list(&changed),
+        new.sinks.len()
+    )
+}
+
+/// Stores a `system.error` for every sink that takes it and wakes the
+/// dispatcher.
+fn raise_system_error(config: &Config, message: &str, wake: &Notify) {
+    let now = crate::model::now_ms();
+    let env = crate::event::Envelope::new(
+        "system.error",
+        now,
+        None,
+        serde_json::json!({"component": "config", "message": message}),
+    );
+    let sinks: Vec<String> = config
+        .sinks
+        .iter()
+        .filter(|s| crate::event::filter_matches(&s.events, "system.error"))
+        .map(|s| s.id.clone())
+        .collect();
+    let res = Store::open(&config.daemon.database)
+        .map_err(|e| e.to_string())
+        .and_then(|mut s| {
+            crate::store::outbox::insert_event(&mut s.db, &env, now, &sinks)
+                .map_err(|e| e.to_string())
+        });
+    match res {
+        Ok(()) => wake.notify_one(),
+        Err(e) => tracing::error!(error = %e, "cannot record system.error"),
+    }
 }

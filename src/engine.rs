@@ -309,9 +309,6 @@ impl Engine {
                 }
             }
         }
-        if let Some(n) = self.notifier.as_ref() {
-            n.stopping();
-        }
         let in_flight = self.conns.iter().filter(|c| c.in_flight).count();
         tracing::info!(
             in_flight,

@@ -499,20 +499,10 @@ impl Dispatcher {
             })
             .map(|s| s.id.clone())
             .collect();
-        let body = serde_json::to_string(&env).unwrap_or_default();
         let db = Arc::clone(&self.db);
-        let res = tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
+        let res = tokio::task::spawn_blocking(move || {
             let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = db.transaction()?;
-            tx.execute(
-                "INSERT INTO events (id, type, conn, at, transition, envelope) VALUES (?1, 'system.error', NULL, ?2, NULL, ?3)",
-                params![env.id, now, body],
-            )?;
-            let seq = tx.last_insert_rowid();
-            for t in targets {
-                tx.execute("INSERT INTO deliveries (event, sink, next_at) VALUES (?1, ?2, ?3)", params![seq, t, now])?;
-            }
-            tx.commit()
+            crate::store::outbox::insert_event(&mut db, &env, now, &targets)
         })
         .await;
         if let Ok(Err(e)) = res {

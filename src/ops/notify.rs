@@ -87,6 +87,27 @@ impl Notifier {
         self.last_ping = Some(Instant::now());
     }
 
+    /// Before a reload: `RELOADING=1` with `MONOTONIC_USEC` (systemd 252
+    /// wants both); the new generation's `READY=1` ends it.
+    pub fn reloading(&self) {
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[
+                sd_notify::NotifyState::Reloading,
+                now,
+                sd_notify::NotifyState::Status("reloading"),
+            ]),
+            Err(_) => self.send(&[sd_notify::NotifyState::Reloading]),
+        }
+    }
+
+    /// After a rejected reload: the old configuration keeps running.
+    pub fn ready_again(&self, status: &str) {
+        self.send(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(status),
+        ]);
+    }
+
     pub fn stopping(&self) {
         self.send(&[
             sd_notify::NotifyState::Stopping,

@@ -140,3 +140,27 @@ pub fn replay(
     tx.commit().map_err(|e| sq(&p, e))?;
     Ok(Some(n))
 }
+
+/// Stores an event that no probe caused (`system.error`), with a pending
+/// delivery to each of `sinks`, in one transaction.
+pub fn insert_event(
+    db: &mut rusqlite::Connection,
+    env: &crate::event::Envelope,
+    at: UnixMs,
+    sinks: &[String],
+) -> rusqlite::Result<()> {
+    let body = serde_json::to_string(env).unwrap_or_default();
+    let tx = db.transaction()?;
+    tx.execute(
+        "INSERT INTO events (id, type, conn, at, transition, envelope) VALUES (?1, ?2, NULL, ?3, NULL, ?4)",
+        params![env.id, env.kind, at, body],
+    )?;
+    let seq = tx.last_insert_rowid();
+    for s in sinks {
+        tx.execute(
+            "INSERT INTO deliveries (event, sink, next_at) VALUES (?1, ?2, ?3)",
+            params![seq, s, at],
+        )?;
+    }
+    tx.commit()
+}
