@@ -22,6 +22,17 @@ fn severity(health: &str) -> Option<&'static str> {
     }
 }
 
+/// `<base>/api/v2/alerts`, keeping any path prefix of the configured URL
+/// (with or without a trailing slash).
+pub fn alerts_url(base: &url::Url) -> Option<url::Url> {
+    let mut b = base.clone();
+    if !b.path().ends_with('/') {
+        let p = format!("{}/", b.path());
+        b.set_path(&p);
+    }
+    b.join("api/v2/alerts").ok()
+}
+
 /// The body (a one-alert array), or `None` for events Alertmanager does not
 /// take.
 pub fn payload(
@@ -77,6 +88,25 @@ mod tests {
             body: envelope.to_string(),
             envelope,
         }
+    }
+
+    #[test]
+    fn the_alerts_url_keeps_a_prefix() {
+        let u = |s: &str| {
+            alerts_url(&url::Url::parse(s).unwrap())
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(u("http://am:9093"), "http://am:9093/api/v2/alerts");
+        assert_eq!(u("http://am:9093/"), "http://am:9093/api/v2/alerts");
+        assert_eq!(
+            u("http://h/alertmanager"),
+            "http://h/alertmanager/api/v2/alerts"
+        );
+        assert_eq!(
+            u("http://h/alertmanager/"),
+            "http://h/alertmanager/api/v2/alerts"
+        );
     }
 
     #[test]

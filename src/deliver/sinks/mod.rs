@@ -77,7 +77,7 @@ pub async fn send(
         },
         SinkKind::Alertmanager => match alertmanager::payload(ev, &sink.labels, now) {
             Some(body) => {
-                let url = sink.url.as_ref().and_then(|u| u.join("api/v2/alerts").ok());
+                let url = sink.url.as_ref().and_then(alertmanager::alerts_url);
                 post(client, sink, url.as_ref(), Vec::new(), body.to_string()).await
             }
             None => AttemptResult::skipped(),
