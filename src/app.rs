@@ -21,6 +21,7 @@
 use crate::config::{Config, ConfigErrors};
 use crate::deliver::Dispatcher;
 use crate::engine::{Engine, EngineStats};
+use crate::ops::audit::Audit;
 use crate::ops::notify::{Liveness, Notifier};
 use crate::probe::Prober;
 use crate::store::writer::Writer;
@@ -45,6 +46,7 @@ pub const RETENTION_SCHEDULE: &str = "0 7 * * * *";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ask {
     Reload,
+    Reopen,
     Stop,
 }
 
@@ -53,6 +55,7 @@ struct Shared {
     writer: Writer,
     wake: Arc<Notify>,
     liveness: Liveness,
+    audit: Option<Audit>,
 }
 
 /// Everything built from one configuration.
@@ -87,6 +90,7 @@ impl Generation {
             Arc::clone(&shared.wake),
             config.daemon.shutdown_timeout,
             Arc::clone(&shared.liveness.pending_deliveries),
+            shared.audit.clone(),
         )?;
         let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
 
@@ -152,9 +156,19 @@ impl Generation {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    if config.daemon.listen.is_some() || config.daemon.audit_log.is_some() {
+    if config.daemon.listen.is_some() {
         tracing::warn!(
-            "[daemon] listen and audit_log are validated but not served/written by this version"
+            "[daemon] listen is validated but the admin API is not served by this version"
+        );
+    }
+    let audit = match &config.daemon.audit_log {
+        Some(p) => Some(Audit::open(p).with_context(|| format!("audit log {}", p.display()))?),
+        None => None,
+    };
+    if let Some(a) = &audit {
+        a.record(
+            "config_load",
+            serde_json::json!({"config": config.path.display().to_string(), "connections": config.connections.len(), "sinks": config.sinks.len()}),
         );
     }
     let db_path = config.daemon.database.clone();
@@ -167,11 +181,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.daemon.history_flush,
         Some(Arc::clone(&wake)),
         Arc::clone(&liveness.writer_beat),
+        audit.clone(),
     )?;
     let shared = Shared {
         writer,
         wake,
         liveness,
+        audit,
     };
 
     let (sandbox_stop, sandbox_stop_rx) = watch::channel(false);
@@ -199,26 +215,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
     ])
     .context("installing signal handlers")?;
     let signals_handle = signals.handle();
     let sig_task = tokio::spawn(async move {
         let mut signals = signals;
         while let Some(sig) = signals.next().await {
-            let ask = if sig == signal_hook::consts::SIGHUP {
-                Ask::Reload
-            } else {
-                Ask::Stop
+            let ask = match sig {
+                signal_hook::consts::SIGHUP => Ask::Reload,
+                signal_hook::consts::SIGUSR1 => Ask::Reopen,
+                _ => Ask::Stop,
             };
-            tracing::info!(
-                signal = sig,
-                "{}",
-                if ask == Ask::Stop {
-                    "shutting down"
-                } else {
-                    "reloading the configuration"
-                }
-            );
+            let what = match ask {
+                Ask::Stop => "shutting down",
+                Ask::Reload => "reloading the configuration",
+                Ask::Reopen => "reopening the audit log",
+            };
+            tracing::info!(signal = sig, "{what}");
             if ask_tx.send(ask).is_err() || ask == Ask::Stop {
                 break;
             }
@@ -229,7 +243,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut generation = Generation::start(&config, &shared).await?;
     let notifier = Notifier::from_env();
     let mut stats = EngineStats::default();
-    while let Some(Ask::Reload) = ask_rx.recv().await {
+    while let Some(ask) = ask_rx.recv().await {
+        match ask {
+            Ask::Stop => break,
+            Ask::Reopen => {
+                if let Some(a) = &shared.audit {
+                    match a.reopen() {
+                        Ok(()) => a.record("log_reopened", serde_json::json!({})),
+                        Err(e) => tracing::error!(error = %e, "cannot reopen the audit log"),
+                    }
+                }
+                continue;
+            }
+            Ask::Reload => {}
+        }
         notifier.reloading();
         let new = match Config::load(&config.path) {
             Ok(new) if new.daemon.database != config.daemon.database => Err(format!(
@@ -252,6 +279,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         match new {
             Err(why) => {
                 tracing::error!("reload refused; the running configuration stays: {why}");
+                if let Some(a) = &shared.audit {
+                    a.record("config_reload_refused", serde_json::json!({"error": why}));
+                }
                 raise_system_error(&config, &format!("reload refused: {why}"), &shared.wake);
                 notifier.ready_again("reload refused; running the previous configuration");
             }
@@ -265,6 +295,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 match Generation::start(&new, &shared).await {
                     Ok(g) => {
                         tracing::info!(%summary, "configuration reloaded");
+                        if let Some(a) = &shared.audit {
+                            a.record("config_reload", serde_json::json!({"changes": summary}));
+                        }
                         generation = g;
                         config = new;
                     }

@@ -38,6 +38,8 @@ use tokio::time::Instant;
 /// One watched connection's live state.
 struct Watched {
     cfg: Arc<Connection>,
+    /// The id, shared with every record sent to the writer.
+    id: Arc<str>,
     /// Row key in the database.
     key: i64,
     request: Arc<Request>,
@@ -167,6 +169,7 @@ impl Engine {
                 .unwrap_or_default();
             conns.push(Watched {
                 cfg: Arc::new(c.clone()),
+                id: Arc::from(c.id.as_str()),
                 key: k.map(|k| k.key).unwrap_or(-1),
                 request: Arc::new(prober.request(c)),
                 state,
@@ -465,6 +468,7 @@ impl Engine {
         let w = &self.conns[slot];
         let rec = Record {
             conn: w.key,
+            conn_id: Arc::clone(&w.id),
             at,
             probe: Some(Probe {
                 outcome: c.outcome,
@@ -508,6 +512,7 @@ impl Engine {
         }
         let rec = Record {
             conn: self.conns[slot].key,
+            conn_id: Arc::clone(&self.conns[slot].id),
             at,
             probe: None,
             transition: None,

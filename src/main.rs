@@ -88,6 +88,18 @@ enum Command {
         #[command(subcommand)]
         action: SinksAction,
     },
+    /// The audit log: `audit verify [FILE…]` checks its hash chain.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chain across FILEs, oldest first (default: the
+    /// configured audit_log, after its rotated `.1` if there is one).
+    Verify { files: Vec<PathBuf> },
 }
 
 #[derive(Subcommand)]
@@ -321,6 +333,13 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                 connwatch::model::now_ms(),
             )? {
                 Some(n) => {
+                    if let Some(a) = &daemon.audit_log {
+                        connwatch::ops::audit::record_once(
+                            a,
+                            "operator",
+                            serde_json::json!({"action": "replay", "event_id": event_id, "sink": sink, "queued": n}),
+                        );
+                    }
                     println!(
                         "{event_id}: {n} deliver{} queued",
                         if n == 1 { "y" } else { "ies" }
@@ -384,10 +403,54 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                 )))
             }
         }
+        Command::Audit {
+            action: AuditAction::Verify { files },
+        } => {
+            let files = if files.is_empty() {
+                let daemon = load_daemon(&cli.config)?;
+                let path = daemon.audit_log.ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "no [daemon] audit_log in {}; name the files",
+                        cli.config.display()
+                    ))
+                })?;
+                let rotated = PathBuf::from(format!("{}.1", path.display()));
+                let mut v = Vec::new();
+                if rotated.exists() {
+                    v.push(rotated);
+                }
+                v.push(path);
+                v
+            } else {
+                files
+            };
+            match connwatch::ops::audit::verify(&files) {
+                Ok(n) => {
+                    println!(
+                        "ok: {n} lines in {} file(s), the chain is unbroken",
+                        files.len()
+                    );
+                    Ok(())
+                }
+                Err(b) => Err(Failure::Runtime(anyhow::anyhow!(
+                    "broken chain at {}:{}: {}",
+                    b.file.display(),
+                    b.line,
+                    b.why
+                ))),
+            }
+        }
         Command::Prune => {
             let daemon = load_daemon(&cli.config)?;
             let store = Store::open(&daemon.database)?;
             let p = retention::prune(&store, daemon.retention, connwatch::model::now_ms())?;
+            if let Some(a) = &daemon.audit_log {
+                connwatch::ops::audit::record_once(
+                    a,
+                    "operator",
+                    serde_json::json!({"action": "prune", "pruned": p}),
+                );
+            }
             println!(
                 "pruned {} probe rows, {} online runs, {} transitions, {} rollups",
                 p.probes, p.probe_runs, p.transitions, p.rollups

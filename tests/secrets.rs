@@ -21,6 +21,7 @@ fn no_secret_leaks_anywhere() {
 [daemon]
 database = "cw.db"
 history_flush = "1s"
+audit_log = "audit.jsonl"
 
 [defaults]
 interval = "1s"
@@ -102,6 +103,10 @@ url = "http://{addr}/pd"
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),
         "trace logging was on"
+    );
+    assert!(
+        setup.dir.path().join("audit.jsonl").exists(),
+        "the audit log is scanned too"
     );
     let files = all_bytes(setup.dir.path());
     assert!(files.len() > 10_000, "database and log were read");

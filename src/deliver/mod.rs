@@ -96,6 +96,8 @@ pub struct Dispatcher {
     last_system_error: HashMap<String, Instant>,
     /// Pending deliveries seen by the last scan (for the status line).
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Every attempt is audited.
+    audit: Option<crate::ops::audit::Audit>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     shutdown_timeout: Duration,
@@ -110,6 +112,7 @@ impl Dispatcher {
         wake: Arc<Notify>,
         shutdown_timeout: Duration,
         pending: Arc<std::sync::atomic::AtomicUsize>,
+        audit: Option<crate::ops::audit::Audit>,
     ) -> crate::store::Result<Dispatcher> {
         let store = crate::store::Store::open(path)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -142,6 +145,7 @@ impl Dispatcher {
             reminders: HashMap::new(),
             last_system_error: HashMap::new(),
             pending,
+            audit,
             done_tx,
             done_rx,
             shutdown_timeout,
@@ -371,6 +375,14 @@ impl Dispatcher {
             tx.commit()
         })
         .await;
+        if let Some(a) = &self.audit {
+            a.record(
+                "delivery_attempt",
+                serde_json::json!({"event_id": done.out.id, "type": done.out.kind, "connection_id": done.out.connection_id,
+                    "sink": done.sink, "attempt": n, "verdict": verdict, "status": done.result.status,
+                    "error": done.result.error, "duration_ms": done.result.duration.as_millis() as u64}),
+            );
+        }
         if let Ok(Err(e)) = res {
             // The delivery stays as it was (pending): sent again, at least once.
             tracing::error!(component = "dispatcher", error = %crate::store::sq(&path, e), "cannot record a delivery attempt");

@@ -1,3 +1,4 @@
-//! Running under systemd: the notify protocol.
+//! Running it for real: the systemd notify protocol and the audit log.
 
+pub mod audit;
 pub mod notify;

@@ -20,6 +20,7 @@ use crate::monitor::Transition;
 use rusqlite::{params, Connection as Db};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,6 +34,8 @@ const HOUR_MS: i64 = 3_600_000;
 #[derive(Debug, Clone)]
 pub struct Record {
     pub conn: i64,
+    /// The connection's id (for the audit log).
+    pub conn_id: Arc<str>,
     pub at: UnixMs,
     pub probe: Option<Probe>,
     /// A confirmed health change, with the failure count at that moment.
@@ -122,7 +125,7 @@ impl WriterJoin {
 impl Writer {
     /// Starts the writer thread on its own connection to `path`.
     pub fn start(path: &Path, history_flush: Duration) -> super::Result<(Writer, WriterJoin)> {
-        Writer::start_notifying(path, history_flush, None, Default::default())
+        Writer::start_notifying(path, history_flush, None, Default::default(), None)
     }
 
     /// As [`Writer::start`]; `wake` is notified after each commit that wrote
@@ -132,6 +135,7 @@ impl Writer {
         history_flush: Duration,
         wake: Option<std::sync::Arc<tokio::sync::Notify>>,
         beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
+        audit: Option<crate::ops::audit::Audit>,
     ) -> super::Result<(Writer, WriterJoin)> {
         let store = super::Store::open(path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -143,7 +147,7 @@ impl Writer {
                     .enable_time()
                     .build()
                     .expect("a current-thread runtime");
-                rt.block_on(run(store.db, path, rx, history_flush, wake, beat))
+                rt.block_on(run(store.db, path, rx, history_flush, wake, beat, audit))
             })
             .map_err(|source| super::StoreError::Io {
                 path: "writer thread".into(),
@@ -239,6 +243,8 @@ struct State {
     stats: WriterStats,
     /// Consecutive failed writes (for backoff and to log once per streak).
     failing: u32,
+    /// Transitions and events are audited once committed.
+    audit: Option<crate::ops::audit::Audit>,
 }
 
 async fn run(
@@ -248,6 +254,7 @@ async fn run(
     history_flush: Duration,
     notify: Option<std::sync::Arc<tokio::sync::Notify>>,
     beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    audit: Option<crate::ops::audit::Audit>,
 ) -> WriterStats {
     let mut st = State {
         db,
@@ -258,6 +265,7 @@ async fn run(
         backlog: Backlog::default(),
         stats: WriterStats::default(),
         failing: 0,
+        audit,
     };
     let start = tokio::time::Instant::now();
     let mut next_flush = start + history_flush;
@@ -552,6 +560,9 @@ impl State {
             }
         }
         tx.commit().map_err(e)?;
+        if let Some(a) = &self.audit {
+            audit_committed(a, &self.backlog.records);
+        }
         self.backlog = Backlog::default();
         Ok(rows)
     }
@@ -620,6 +631,28 @@ fn write_state(tx: &rusqlite::Transaction<'_>, conn: i64, s: &StateRow) -> rusql
     .execute(params![conn, s.json, s.circuit, s.hold_until, s.hold_reason, s.suppressed, s.sent_health])
 }
 
+/// One audit line per committed transition and event.
+fn audit_committed(a: &crate::ops::audit::Audit, records: &[Record]) {
+    use serde_json::json;
+    for rec in records {
+        if let Some((t, failures)) = &rec.transition {
+            let err = rec.probe.as_ref().and_then(|p| p.error.as_ref());
+            a.record(
+                "transition",
+                json!({"connection_id": &*rec.conn_id, "at": crate::model::rfc3339(t.at), "previous": t.previous.as_str(),
+                       "current": t.current.as_str(), "consecutive_failures": failures, "error": err}),
+            );
+        }
+        for ev in &rec.events {
+            a.record(
+                "event",
+                json!({"event_id": ev.envelope.id, "type": ev.envelope.kind, "connection_id": &*rec.conn_id,
+                       "suppressed": ev.suppressed, "sinks": ev.sinks}),
+            );
+        }
+    }
+}
+
 /// Decodes a stored error.
 pub fn stored_error(
     kind: Option<i64>,
@@ -642,6 +675,7 @@ mod tests {
     fn rec(conn: i64, at: UnixMs, outcome: Outcome) -> Record {
         Record {
             conn,
+            conn_id: Arc::from("a"),
             at,
             probe: Some(Probe {
                 outcome,
