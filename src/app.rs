@@ -333,6 +333,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         held = stats.held,
         transitions = stats.transitions,
         events = stats.events,
+        suppressed = stats.suppressed,
         commits = wstats.commits,
         rows = wstats.rows,
         max_batch = wstats.max_batch,

@@ -72,10 +72,7 @@ pub async fn test_sink(sink: &Sink) -> AttemptResult {
         envelope: serde_json::from_str(&body).unwrap_or_default(),
         body,
     };
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap_or_default();
+    let client = sinks::client().unwrap_or_default();
     sinks::send(sink, &out, &client, crate::model::now_ms()).await
 }
 

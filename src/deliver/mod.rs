@@ -116,14 +116,10 @@ impl Dispatcher {
     ) -> crate::store::Result<Dispatcher> {
         let store = crate::store::Store::open(path)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| crate::store::StoreError::Io {
-                path: "http client".into(),
-                source: std::io::Error::other(e),
-            })?;
+        let client = sinks::client().map_err(|e| crate::store::StoreError::Io {
+            path: "http client".into(),
+            source: std::io::Error::other(e),
+        })?;
         let mut d = Dispatcher {
             db: Arc::new(Mutex::new(store.db)),
             path: path.to_path_buf(),

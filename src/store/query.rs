@@ -350,17 +350,3 @@ pub fn history(store: &Store, key: i64, since: UnixMs, limit: usize) -> Result<V
     }
     Ok(items)
 }
-
-/// Counts for a quick look (tests, `check`).
-pub fn counts(store: &Store) -> Result<(i64, i64, i64, i64)> {
-    let p = &store.path;
-    store
-        .db
-        .query_row(
-            "SELECT (SELECT count(*) FROM probes), (SELECT coalesce(sum(count),0) FROM probe_runs),
-                    (SELECT count(*) FROM transitions), (SELECT count(*) FROM events)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .map_err(|e| sq(p, e))
-}

@@ -50,6 +50,15 @@ impl AttemptResult {
     }
 }
 
+/// The HTTP client every delivery uses (the dispatcher's and `sinks test`):
+/// no redirects (a 3xx answer is judged, not followed) and no proxy.
+pub fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+}
+
 /// Sends `ev` to `sink` once, at `now`.
 pub async fn send(
     sink: &Sink,
