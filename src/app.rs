@@ -61,6 +61,8 @@ struct Shared {
 /// Everything built from one configuration.
 struct Generation {
     stop: watch::Sender<bool>,
+    /// Where the admin API asks for a probe now.
+    probe_tx: mpsc::Sender<crate::engine::ProbeNow>,
     engine: JoinHandle<EngineStats>,
     dispatcher: JoinHandle<()>,
     sched: JobScheduler,
@@ -96,6 +98,7 @@ impl Generation {
 
         let (engine, cmd_tx, jobs) = Engine::new(config, &known, &prober, shared.writer.clone());
         let engine = engine.with_notifier(Notifier::from_env(), shared.liveness.clone());
+        let probe_tx = engine.probe_handle();
         let sched = JobScheduler::new()
             .await
             .context("starting the cron scheduler")?;
@@ -138,6 +141,7 @@ impl Generation {
         );
         Ok(Generation {
             stop,
+            probe_tx,
             engine,
             dispatcher,
             sched,
@@ -156,11 +160,6 @@ impl Generation {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    if config.daemon.listen.is_some() {
-        tracing::warn!(
-            "[daemon] listen is validated but the admin API is not served by this version"
-        );
-    }
     let audit = match &config.daemon.audit_log {
         Some(p) => Some(Audit::open(p).with_context(|| format!("audit log {}", p.display()))?),
         None => None,
@@ -210,6 +209,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )));
     }
 
+    let admin = crate::admin::AdminState::new(
+        &config,
+        Arc::clone(&shared.wake),
+        shared.liveness.clone(),
+        shared.audit.clone(),
+    );
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let mut admin_task = None;
+    if let Some(addr) = config.daemon.listen {
+        // A port in use may be a previous instance still stopping: a
+        // runtime failure (exit 1, systemd restarts), not a config error.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("admin API: cannot listen on {addr}"))?;
+        tracing::info!(listen = %addr, token = config.daemon.admin_token.is_some(), "admin API, metrics and status page serving");
+        let mut rx = admin_stop_rx;
+        let state = Arc::clone(&admin);
+        admin_task = Some(tokio::spawn(async move {
+            let r = crate::admin::serve(listener, state, async move {
+                let _ = rx.changed().await;
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        }));
+    }
+
     let (ask_tx, mut ask_rx) = mpsc::unbounded_channel();
     let signals = signal_hook_tokio::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -241,6 +268,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut config = config;
     let mut generation = Generation::start(&config, &shared).await?;
+    admin.set_engine(Some(generation.probe_tx.clone()));
     let notifier = Notifier::from_env();
     let mut stats = EngineStats::default();
     while let Some(ask) = ask_rx.recv().await {
@@ -278,6 +306,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         };
         match new {
             Err(why) => {
+                crate::ops::metrics::metrics()
+                    .reloads
+                    .with_label_values(&["refused"])
+                    .inc();
                 tracing::error!("reload refused; the running configuration stays: {why}");
                 if let Some(a) = &shared.audit {
                     a.record("config_reload_refused", serde_json::json!({"error": why}));
@@ -287,13 +319,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             Ok(new) => {
                 let summary = changes(&config, &new);
+                if new.daemon.listen != config.daemon.listen {
+                    tracing::warn!(
+                        "[daemon] listen changed; the admin API stays where it is until a restart"
+                    );
+                }
                 // Probes and deliveries in flight finish; the writer writes
                 // what it holds, so the new generation reads current state.
+                admin.set_engine(None);
                 let s = generation.stop().await;
                 add_stats(&mut stats, s);
                 shared.writer.flush().await;
                 match Generation::start(&new, &shared).await {
                     Ok(g) => {
+                        crate::ops::metrics::metrics()
+                            .reloads
+                            .with_label_values(&["applied"])
+                            .inc();
+                        admin.apply(&new);
                         tracing::info!(%summary, "configuration reloaded");
                         if let Some(a) = &shared.audit {
                             a.record("config_reload", serde_json::json!({"changes": summary}));
@@ -307,12 +350,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         generation = Generation::start(&config, &shared).await?;
                     }
                 }
+                admin.set_engine(Some(generation.probe_tx.clone()));
             }
         }
     }
     // Tell the engine first: it runs on this thread, so it cannot ping the
     // watchdog between STOPPING=1 and noticing the stop.
     let _ = generation.stop.send(true);
+    admin.set_engine(None);
     notifier.stopping();
     let s = generation.stop().await;
     add_stats(&mut stats, s);
@@ -321,6 +366,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = sandbox_stop.send(true);
     if let Some(t) = sandbox_task {
         let _ = t.await;
+    }
+    let _ = admin_stop.send(true);
+    if let Some(t) = admin_task {
+        // Open keep-alive connections could hold graceful shutdown forever.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
     }
     shared.writer.close().await;
     drop(shared);

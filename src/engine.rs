@@ -24,6 +24,7 @@ use crate::config::{Cadence, Config, Connection, Sink};
 use crate::event::{self, Envelope};
 use crate::model::{now_ms, rfc3339, Classified, Health, Outcome, UnixMs};
 use crate::monitor::{CircuitEvent, Draws, FlapEvent, MonitorState, SyncEvent};
+use crate::ops::metrics::metrics;
 use crate::probe::{Prober, Report, Request};
 use crate::schedule::TimerQueue;
 use crate::store::writer::{NewEvent, Probe, Record, StateRow, Writer};
@@ -100,6 +101,31 @@ pub enum Command {
     MaintenanceStart(usize),
 }
 
+/// An operator's "probe this connection now" (admin API).
+#[derive(Debug)]
+pub struct ProbeNow {
+    pub id: String,
+    pub reply: tokio::sync::oneshot::Sender<ProbeNowAnswer>,
+}
+
+/// What became of a [`ProbeNow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeNowAnswer {
+    /// Sent now; its result lands in history and status as any probe's.
+    Started,
+    /// A probe of it is running already.
+    Busy,
+    /// A gate says no (circuit open, Retry-After or auth hold, parent
+    /// failing) until then: the same gates as scheduled probes, so an
+    /// operator cannot hammer a sick or rate-limited system by accident.
+    Held {
+        reason: &'static str,
+        until: Option<UnixMs>,
+    },
+    /// No connection has that id in the running configuration.
+    Unknown,
+}
+
 /// Counters exposed to logs (and later, metrics).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EngineStats {
@@ -129,6 +155,8 @@ pub struct Engine {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
+    api_tx: mpsc::Sender<ProbeNow>,
+    api_rx: mpsc::Receiver<ProbeNow>,
     shutdown_timeout: Duration,
     stats: EngineStats,
     clock: Clock,
@@ -215,6 +243,7 @@ impl Engine {
         queue.add_all(&intervals);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (api_tx, api_rx) = mpsc::channel(64);
         let engine = Engine {
             conns,
             sinks: config.sinks.clone(),
@@ -225,6 +254,8 @@ impl Engine {
             done_tx,
             done_rx,
             cmd_rx,
+            api_tx,
+            api_rx,
             shutdown_timeout: config.daemon.shutdown_timeout,
             stats: EngineStats::default(),
             clock,
@@ -236,7 +267,7 @@ impl Engine {
 
     /// Speaks the sd_notify protocol: READY when `run` starts, WATCHDOG and
     /// STATUS from its loop while `liveness` shows the writer turning,
-    /// STOPPING when it stops.
+    /// STOPPING when it stops. The engine beats into `liveness` too.
     pub fn with_notifier(
         mut self,
         notifier: crate::ops::notify::Notifier,
@@ -245,6 +276,37 @@ impl Engine {
         self.notifier = Some(notifier);
         self.liveness = liveness;
         self
+    }
+
+    /// Where the admin API sends "probe now" requests.
+    pub fn probe_handle(&self) -> mpsc::Sender<ProbeNow> {
+        self.api_tx.clone()
+    }
+
+    /// Answers an operator's "probe now": through the same gates as a
+    /// scheduled probe.
+    async fn probe_now(&mut self, req: ProbeNow) {
+        let now = self.clock.now();
+        let answer = match self.conns.iter().position(|c| *c.id == *req.id) {
+            None => ProbeNowAnswer::Unknown,
+            Some(slot) if self.conns[slot].in_flight => ProbeNowAnswer::Busy,
+            Some(slot) if self.parent_failing(slot) => ProbeNowAnswer::Held {
+                reason: "paused_by_parent",
+                until: None,
+            },
+            Some(slot) => match self.conns[slot].state.gate(now) {
+                Some((until, reason)) => ProbeNowAnswer::Held {
+                    reason,
+                    until: Some(until),
+                },
+                None => {
+                    self.try_fire(slot).await;
+                    ProbeNowAnswer::Started
+                }
+            },
+        };
+        tracing::info!(connection_id = %req.id, answer = ?answer, "probe requested by an operator");
+        let _ = req.reply.send(answer);
     }
 
     /// The one-line status: connections, failing, pending deliveries.
@@ -285,6 +347,12 @@ impl Engine {
         if let Some(n) = self.notifier.as_mut() {
             n.ready(&status);
         }
+        let beat = |l: &crate::ops::notify::Liveness, now: UnixMs| {
+            l.engine_beat
+                .store(now, std::sync::atomic::Ordering::Relaxed)
+        };
+        beat(&self.liveness, self.clock.now());
+        let mut next_beat = Instant::now() + crate::ops::notify::HEARTBEAT;
         loop {
             let wake = self.queue.next_wake();
             let maint = self.next_maintenance_end();
@@ -297,7 +365,12 @@ impl Engine {
                 biased;
                 _ = shutdown.changed() => break,
                 _ = sleep_until_opt(ping) => self.ping(),
+                _ = tokio::time::sleep_until(next_beat) => {
+                    beat(&self.liveness, self.clock.now());
+                    next_beat = Instant::now() + crate::ops::notify::HEARTBEAT;
+                }
                 Some(done) = self.done_rx.recv() => self.complete(done).await,
+                Some(req) = self.api_rx.recv() => self.probe_now(req).await,
                 Some(cmd) = self.cmd_rx.recv() => match cmd {
                     Command::Fire(slot) => self.try_fire(slot).await,
                     Command::MaintenanceStart(i) => self.start_window(i).await,
@@ -305,7 +378,14 @@ impl Engine {
                 _ = sleep_until_opt(maint) => self.end_windows().await,
                 _ = sleep_until_opt(wake) => {
                     due.clear();
-                    self.queue.pop_due(Instant::now(), &mut due);
+                    let now = Instant::now();
+                    self.queue.pop_due(now, &mut due);
+                    if let Some(w) = wake {
+                        let late = now.saturating_duration_since(w).as_secs_f64();
+                        for _ in 0..due.len() {
+                            metrics().lateness.observe(late);
+                        }
+                    }
                     for &slot in &due {
                         self.try_fire(slot).await;
                     }
@@ -355,12 +435,14 @@ impl Engine {
         }
         if self.conns[slot].in_flight {
             self.stats.skipped_busy += 1;
+            metrics().skipped_busy.inc();
             tracing::debug!(connection_id = %self.conns[slot].cfg.id, "previous probe still running; skipping this tick");
             return;
         }
         let now = self.clock.now();
         if self.parent_failing(slot) || self.conns[slot].state.gate(now).is_some() {
             self.stats.held += 1;
+            metrics().held.inc();
             self.save_state(slot, now).await;
             return;
         }
@@ -414,6 +496,7 @@ impl Engine {
             breaker: fastrand::f64(),
             backoff: fastrand::f64(),
         };
+        metrics().probe(c.outcome, c.latency.as_secs_f64());
         let was_failing = self.conns[slot].state.health.health.is_failure();
         let obs = self.conns[slot].state.observe(&c, at, &cfg, draws);
         tracing::debug!(
@@ -431,6 +514,7 @@ impl Engine {
         }
         if let Some(t) = obs.transition {
             self.stats.transitions += 1;
+            metrics().transitions.inc();
             log_transition(&cfg, t.previous, t.current, &c, per_change);
             if let Some(reason) = per_change {
                 events.extend(self.status_events(
@@ -582,6 +666,7 @@ impl Engine {
             })
             .clone();
         self.stats.events += 1;
+        metrics().events.inc();
         if suppressed.is_some() {
             self.stats.suppressed += 1;
         }

@@ -28,6 +28,7 @@
 //! - [`sandbox`]: the simulated status API and webhook receiver.
 //! - [`app`]: start-up order and shutdown; [`cli`]: the commands' output.
 
+pub mod admin;
 pub mod app;
 pub mod classify;
 pub mod cli;

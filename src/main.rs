@@ -78,6 +78,9 @@ enum Command {
         /// Only events with a dead delivery.
         #[arg(long)]
         dead: bool,
+        /// Only events of this connection.
+        #[arg(long)]
+        connection: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         #[arg(long)]
@@ -356,6 +359,7 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             action: None,
             pending,
             dead,
+            connection,
             limit,
             json,
         } => {
@@ -369,7 +373,7 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             } else {
                 outbox::Filter::All
             };
-            let rows = outbox::list(&store, filter, limit)?;
+            let rows = outbox::list(&store, filter, connection.as_deref(), limit)?;
             if json {
                 println!(
                     "{}",

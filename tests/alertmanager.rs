@@ -15,14 +15,6 @@ use std::time::{Duration, Instant};
 
 const BINARIES: &[&str] = &["prometheus-alertmanager", "alertmanager"];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn alerts(port: u16) -> Vec<Value> {
     http_get(port, "/api/v2/alerts")
         .and_then(|(_, body)| serde_json::from_str(&body).ok())

@@ -92,10 +92,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Daemon {
     pub database: PathBuf,
-    /// Accepted and validated; the audit log itself comes with the operations work.
+    /// The hash-chained audit log, if any.
     pub audit_log: Option<PathBuf>,
-    /// Accepted and validated; the admin API comes with the operations work.
+    /// The admin API, status page and metrics; off when unset.
     pub listen: Option<SocketAddr>,
+    /// Bearer token for the admin API's mutating routes (and for any
+    /// request when `listen` is not loopback).
+    pub admin_token: Option<Secret>,
     /// Raw probe rows older than this are pruned; hourly rollups are kept a year.
     pub retention: Duration,
     pub max_concurrent_probes: usize,

@@ -101,6 +101,8 @@ pub const DAEMON: &[Field] = &[
     leaf("database"),
     leaf("audit_log"),
     leaf("listen"),
+    leaf("admin_token"),
+    leaf("admin_token_file"),
     leaf("retention"),
     leaf("max_concurrent_probes"),
     leaf("log_format"),
@@ -115,7 +117,9 @@ pub const SINK: &[Field] = &[
     leaf("kind"),
     leaf("url"),
     leaf("secret"),
+    leaf("secret_file"),
     leaf("routing_key"),
+    leaf("routing_key_file"),
     Field {
         name: "headers",
         shape: Shape::Map,
@@ -136,7 +140,12 @@ pub const SINK: &[Field] = &[
 
 pub const MAINTENANCE: &[Field] = &[leaf("connections"), leaf("schedule"), leaf("duration")];
 
-pub const SANDBOX: &[Field] = &[leaf("enabled"), leaf("listen"), leaf("webhook_secret")];
+pub const SANDBOX: &[Field] = &[
+    leaf("enabled"),
+    leaf("listen"),
+    leaf("webhook_secret"),
+    leaf("webhook_secret_file"),
+];
 
 pub const TOP: &[Field] = &[
     Field {

@@ -93,6 +93,57 @@ impl Ctx<'_> {
         })
     }
 
+    /// A secret given inline (`key`, `${VAR}` expanded) or read from a file
+    /// (`key_file`: the path is expanded, so `${CREDENTIALS_DIRECTORY}`
+    /// works; the contents are taken as they are, never expanded, with
+    /// trailing whitespace trimmed). `Err(())` when an error was recorded.
+    fn secret_source(
+        &mut self,
+        inline: Option<&str>,
+        file: Option<&str>,
+        path: &str,
+    ) -> Result<Option<String>, ()> {
+        let fpath = format!("{path}_file");
+        match (inline, file) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => {
+                self.err(
+                    &fpath,
+                    format!(
+                        "set either `{}` or `{}_file`, not both",
+                        leaf_of(path),
+                        leaf_of(path)
+                    ),
+                );
+                Err(())
+            }
+            (Some(s), None) => self.string(s, path).map(Some).ok_or(()),
+            (None, Some(f)) => {
+                let p = self.file_path(f, &fpath).ok_or(())?;
+                match std::fs::read(&p) {
+                    Ok(bytes) => match String::from_utf8(bytes) {
+                        Ok(s) => {
+                            let s = s.trim_end().to_string();
+                            if s.is_empty() {
+                                self.err(&fpath, format!("{} is empty", p.display()));
+                                return Err(());
+                            }
+                            Ok(Some(s))
+                        }
+                        Err(_) => {
+                            self.err(&fpath, format!("{} is not UTF-8 text", p.display()));
+                            Err(())
+                        }
+                    },
+                    Err(e) => {
+                        self.err(&fpath, format!("cannot read {}: {e}", p.display()));
+                        Err(())
+                    }
+                }
+            }
+        }
+    }
+
     fn existing_file(&mut self, s: &str, path: &str) -> Option<PathBuf> {
         let p = self.file_path(s, path)?;
         match std::fs::metadata(&p) {
@@ -427,10 +478,14 @@ pub(super) fn validate(
                 "the sandbox serves on loopback only (127.0.0.0/8 or ::1)",
             );
         }
-        let webhook_secret = s
-            .webhook_secret
-            .as_ref()
-            .and_then(|w| cx.string(w, "sandbox.webhook_secret"))
+        let webhook_secret = cx
+            .secret_source(
+                s.webhook_secret.as_deref(),
+                s.webhook_secret_file.as_deref(),
+                "sandbox.webhook_secret",
+            )
+            .ok()
+            .flatten()
             .and_then(|w| match check_whsec(&w) {
                 Ok(()) => Some(Secret::new(w)),
                 Err(e) => {
@@ -504,6 +559,11 @@ pub fn check_whsec(s: &str) -> Result<(), String> {
     }
 }
 
+/// The last dotted part of a key path (`sink[0].secret` -> `secret`).
+fn leaf_of(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
 fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon) -> Daemon {
     let database = d
         .database
@@ -518,6 +578,33 @@ fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon) -> Daemon {
         .listen
         .as_ref()
         .and_then(|s| cx.socket_addr(s, "daemon.listen"));
+    let admin_token = cx
+        .secret_source(
+            d.admin_token.as_deref(),
+            d.admin_token_file.as_deref(),
+            "daemon.admin_token",
+        )
+        .ok()
+        .flatten()
+        .and_then(|t| {
+            if t.len() < 16 {
+                cx.err(
+                    "daemon.admin_token",
+                    "too short: use at least 16 characters (e.g. `openssl rand -hex 32`)",
+                );
+                None
+            } else {
+                Some(Secret::new(t))
+            }
+        });
+    if let Some(l) = listen {
+        if !l.ip().is_loopback() && admin_token.is_none() {
+            cx.err(
+                "daemon.listen",
+                format!("{l} is not a loopback address: set `admin_token` (or `admin_token_file`) to serve the admin API beyond this host"),
+            );
+        }
+    }
     let retention = d
         .retention
         .as_ref()
@@ -599,6 +686,7 @@ fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon) -> Daemon {
         database,
         audit_log,
         listen,
+        admin_token,
         retention,
         max_concurrent_probes,
         log_format,
@@ -1182,8 +1270,8 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
         // Keys that only some kinds read: refuse them elsewhere, so a key never
         // sits in a file doing nothing.
         let applies: &[&str] = match kind {
-            SinkKind::Webhook => &["url", "secret", "headers"],
-            SinkKind::Pagerduty => &["url", "routing_key"],
+            SinkKind::Webhook => &["url", "secret", "secret_file", "headers"],
+            SinkKind::Pagerduty => &["url", "routing_key", "routing_key_file"],
             SinkKind::Alertmanager => &["url", "labels", "headers", "resend_interval"],
             SinkKind::Slack => &["url"],
             SinkKind::Command => &["command"],
@@ -1192,7 +1280,9 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
         let present = [
             ("url", s.url.is_some()),
             ("secret", s.secret.is_some()),
+            ("secret_file", s.secret_file.is_some()),
             ("routing_key", s.routing_key.is_some()),
+            ("routing_key_file", s.routing_key_file.is_some()),
             ("headers", s.headers.is_some()),
             ("labels", s.labels.is_some()),
             ("command", s.command.is_some()),
@@ -1222,32 +1312,63 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
             (None, _) => None,
         };
         let mut secrets = Vec::new();
-        if let Some(sec) = &s.secret {
-            for (j, v) in sec.clone().into_vec().iter().enumerate() {
-                let p = format!("{sp}.secret");
-                let Some(v) = cx.string(v, &p) else {
+        let p = format!("{sp}.secret");
+        let listed: Vec<Option<String>> = match (&s.secret, &s.secret_file) {
+            (Some(_), Some(_)) => {
+                cx.err(
+                    &format!("{p}_file"),
+                    "set either `secret` or `secret_file`, not both",
+                );
+                ok = false;
+                Vec::new()
+            }
+            (Some(sec), None) => sec
+                .clone()
+                .into_vec()
+                .iter()
+                .map(|v| cx.string(v, &p))
+                .collect(),
+            // One secret per line: during a rotation the file holds both.
+            (None, Some(_)) => match cx.secret_source(None, s.secret_file.as_deref(), &p) {
+                Ok(Some(text)) => text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| Some(l.to_string()))
+                    .collect(),
+                _ => {
                     ok = false;
-                    continue;
-                };
-                match check_whsec(&v) {
-                    Ok(()) => secrets.push(Secret::new(v)),
-                    Err(e) => {
-                        cx.err(&p, format!("secret #{}: {e}", j + 1));
-                        ok = false;
-                    }
+                    Vec::new()
+                }
+            },
+            (None, None) => Vec::new(),
+        };
+        for (j, v) in listed.into_iter().enumerate() {
+            let Some(v) = v else {
+                ok = false;
+                continue;
+            };
+            match check_whsec(&v) {
+                Ok(()) => secrets.push(Secret::new(v)),
+                Err(e) => {
+                    cx.err(&p, format!("secret #{}: {e}", j + 1));
+                    ok = false;
                 }
             }
         }
-        let routing_key = match (&s.routing_key, kind) {
-            (Some(k), _) => cx.string(k, &format!("{sp}.routing_key")).and_then(|k| {
-                if k.trim().is_empty() {
-                    cx.err(&format!("{sp}.routing_key"), "routing_key is empty");
-                    None
-                } else {
-                    Some(Secret::new(k))
-                }
-            }),
-            (None, SinkKind::Pagerduty) => {
+        let rk = cx.secret_source(
+            s.routing_key.as_deref(),
+            s.routing_key_file.as_deref(),
+            &format!("{sp}.routing_key"),
+        );
+        let routing_key = match (rk, kind) {
+            (Err(()), _) => None,
+            (Ok(Some(k)), _) if k.trim().is_empty() => {
+                cx.err(&format!("{sp}.routing_key"), "routing_key is empty");
+                None
+            }
+            (Ok(Some(k)), _) => Some(Secret::new(k)),
+            (Ok(None), SinkKind::Pagerduty) => {
                 cx.err(&sp, "a pagerduty sink needs a `routing_key`");
                 None
             }

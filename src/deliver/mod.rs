@@ -357,6 +357,7 @@ impl Dispatcher {
             Verdict::Retry { .. } => "retry",
             Verdict::Dead => "dead",
         };
+        crate::ops::metrics::metrics().delivery(&sink_id, verdict);
         let res = tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
             let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
             let tx = db.transaction()?;

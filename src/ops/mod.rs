@@ -1,4 +1,5 @@
-//! Running it for real: the systemd notify protocol and the audit log.
+//! Running it for real: the systemd notify protocol, metrics and the audit log.
 
 pub mod audit;
+pub mod metrics;
 pub mod notify;

@@ -25,6 +25,9 @@ pub const HEARTBEAT_STALE: Duration = Duration::from_secs(20);
 pub struct Liveness {
     /// Unix ms of the writer's last loop.
     pub writer_beat: Arc<AtomicI64>,
+    /// Unix ms of the engine's last heartbeat (its loop turns at least
+    /// every [`HEARTBEAT`]).
+    pub engine_beat: Arc<AtomicI64>,
     /// Pending deliveries seen by the dispatcher's last scan.
     pub pending_deliveries: Arc<AtomicUsize>,
 }
@@ -32,6 +35,10 @@ pub struct Liveness {
 impl Liveness {
     pub fn writer_fresh(&self, now_ms: i64) -> bool {
         now_ms - self.writer_beat.load(Ordering::Relaxed) < HEARTBEAT_STALE.as_millis() as i64
+    }
+
+    pub fn engine_fresh(&self, now_ms: i64) -> bool {
+        now_ms - self.engine_beat.load(Ordering::Relaxed) < HEARTBEAT_STALE.as_millis() as i64
     }
 }
 

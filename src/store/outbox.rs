@@ -37,8 +37,48 @@ pub enum Filter {
     Dead,
 }
 
-/// The newest `limit` events matching `filter`, oldest first.
-pub fn list(store: &Store, filter: Filter, limit: usize) -> Result<Vec<EventRow>> {
+/// The outbox at a glance: pending and dead deliveries, and when the oldest
+/// pending one's event happened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Depth {
+    pub pending: i64,
+    pub dead: i64,
+    pub oldest_pending_at: Option<UnixMs>,
+}
+
+pub fn depth(store: &Store) -> Result<Depth> {
+    let p = &store.path;
+    let (pending, oldest) = store
+        .db
+        .query_row(
+            "SELECT COUNT(*), MIN(e.at) FROM deliveries d JOIN events e ON e.seq = d.event WHERE d.state = 'pending'",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
+        )
+        .map_err(|e| sq(p, e))?;
+    let dead = store
+        .db
+        .query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'dead'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| sq(p, e))?;
+    Ok(Depth {
+        pending,
+        dead,
+        oldest_pending_at: oldest,
+    })
+}
+
+/// The newest `limit` events matching `filter` (and of `connection`, when
+/// given), oldest first.
+pub fn list(
+    store: &Store,
+    filter: Filter,
+    connection: Option<&str>,
+    limit: usize,
+) -> Result<Vec<EventRow>> {
     let p = &store.path;
     let cond = match filter {
         Filter::All => "1",
@@ -51,12 +91,12 @@ pub fn list(store: &Store, filter: Filter, limit: usize) -> Result<Vec<EventRow>
     };
     let sql = format!(
         "SELECT e.seq, e.id, e.type, e.at, c.id, e.suppressed FROM events e LEFT JOIN connections c ON c.key = e.conn
-         WHERE {cond} ORDER BY e.seq DESC LIMIT ?1"
+         WHERE {cond} AND (?2 IS NULL OR c.id = ?2) ORDER BY e.seq DESC LIMIT ?1"
     );
     let mut s = store.db.prepare(&sql).map_err(|e| sq(p, e))?;
     type Head = (i64, String, String, i64, Option<String>, Option<String>);
     let heads: Vec<Head> = s
-        .query_map([limit as i64], |r| {
+        .query_map(rusqlite::params![limit as i64, connection], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,

@@ -10,6 +10,8 @@ use serde::Serialize;
 /// One line of `connwatch status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusRow {
+    #[serde(skip)]
+    pub key: i64,
     pub id: String,
     pub name: Option<String>,
     pub health: String,
@@ -121,6 +123,7 @@ pub fn status(store: &Store, now: UnixMs) -> Result<Vec<StatusRow>> {
             }
         };
         out.push(StatusRow {
+            key: c.key,
             id: c.id,
             name: c.name,
             health: c.health,
@@ -349,4 +352,41 @@ pub fn history(store: &Store, key: i64, since: UnixMs, limit: usize) -> Result<V
         items.drain(..items.len() - limit);
     }
     Ok(items)
+}
+
+/// One hour of one connection's rollup.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Hourly {
+    /// Unix ms of the hour's start.
+    pub hour: UnixMs,
+    pub count: i64,
+    pub failures: i64,
+    pub latency_p50_ms: i64,
+    pub latency_p95_ms: i64,
+}
+
+/// The hourly rollups of connection `key` from `since` on, oldest first.
+pub fn hourly(store: &Store, key: i64, since: UnixMs) -> Result<Vec<Hourly>> {
+    let p = &store.path;
+    let mut s = store
+        .db
+        .prepare_cached(
+            "SELECT hour, count, failures, latency_p50, latency_p95 FROM rollups
+             WHERE conn = ?1 AND hour >= ?2 ORDER BY hour",
+        )
+        .map_err(|e| sq(p, e))?;
+    let rows = s
+        .query_map(params![key, since], |r| {
+            Ok(Hourly {
+                hour: r.get(0)?,
+                count: r.get(1)?,
+                failures: r.get(2)?,
+                latency_p50_ms: r.get(3)?,
+                latency_p95_ms: r.get(4)?,
+            })
+        })
+        .map_err(|e| sq(p, e))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| sq(p, e))?;
+    Ok(rows)
 }

@@ -113,6 +113,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX delivery_attempts_event ON delivery_attempts (event, sink);
     ",
+    // 4: the status page reads one connection's rollups by time.
+    "
+    CREATE INDEX rollups_conn_hour ON rollups (conn, hour);
+    ",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -351,6 +351,9 @@ async fn run(
                 st.stats.commits += 1;
                 st.stats.rows += rows;
                 st.stats.max_batch = st.stats.max_batch.max(batch);
+                crate::ops::metrics::metrics()
+                    .writer_batch
+                    .observe(rows as f64);
                 for w in waiters.drain(..) {
                     let _ = w.send(());
                 }
@@ -358,6 +361,7 @@ async fn run(
             }
             Err(e) => {
                 st.failing += 1;
+                crate::ops::metrics::metrics().writer_failures.inc();
                 st.stats.failed_writes += 1;
                 if st.failing == 1 {
                     tracing::error!(component = "writer", error = %e, "database write failed; keeping the rows and retrying");

@@ -1,0 +1,598 @@
+//! The admin HTTP server (`[daemon] listen`): health and readiness probes,
+//! Prometheus metrics, a JSON API and the status page.
+//!
+//! Reads come from the database on a read-only connection per request (WAL
+//! lets them run beside the writer), so they show what the writer has
+//! committed: state changes at once, online runs within `history_flush`,
+//! rollups within five minutes. Two routes change something, and both need
+//! the bearer token (`admin_token`), compared in constant time:
+//! `POST /api/v1/connections/{id}/probe` asks the running engine for one
+//! probe now (through the same gates as a scheduled probe), and
+//! `POST /api/v1/events/{id}/replay` re-queues an event's deliveries. With
+//! no token configured those routes answer 403. On an address that is not
+//! loopback (allowed only with a token) every route but `/healthz` and
+//! `/readyz` needs the token.
+//!
+//! Every error is JSON of one shape: `{"error": {"code": "...", "message": "..."}}`.
+
+pub mod page;
+
+use crate::config::Secret;
+use crate::engine::{ProbeNow, ProbeNowAnswer};
+use crate::model::{now_ms, rfc3339, UnixMs};
+use crate::ops::audit::Audit;
+use crate::ops::notify::Liveness;
+use crate::store::{outbox, query, Store};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// The most history items `GET /api/v1/connections/{id}` returns.
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
+/// The most events `GET /api/v1/events` returns.
+pub const MAX_EVENTS_LIMIT: usize = 10_000;
+/// Request bodies are refused past this (no route reads a body).
+pub const MAX_BODY: usize = 1024;
+
+/// What the admin server shares with the rest of the daemon. The parts a
+/// reload changes (token, engine handle, sinks) are swapped in place.
+pub struct AdminState {
+    database: PathBuf,
+    token: RwLock<Option<Secret>>,
+    probe_tx: RwLock<Option<mpsc::Sender<ProbeNow>>>,
+    sinks: RwLock<Vec<String>>,
+    wake: Arc<Notify>,
+    liveness: Liveness,
+    audit: Option<Audit>,
+    started: std::time::Instant,
+    /// Reads need the token too (the address is not loopback).
+    guard_reads: bool,
+}
+
+impl AdminState {
+    pub fn new(
+        config: &crate::config::Config,
+        wake: Arc<Notify>,
+        liveness: Liveness,
+        audit: Option<Audit>,
+    ) -> Arc<AdminState> {
+        let guard_reads = config.daemon.listen.is_some_and(|l| !l.ip().is_loopback());
+        let s = AdminState {
+            database: config.daemon.database.clone(),
+            token: RwLock::new(None),
+            probe_tx: RwLock::new(None),
+            sinks: RwLock::new(Vec::new()),
+            wake,
+            liveness,
+            audit,
+            started: std::time::Instant::now(),
+            guard_reads,
+        };
+        s.apply(config);
+        Arc::new(s)
+    }
+
+    /// Takes the token and sinks of a (re)loaded configuration.
+    pub fn apply(&self, config: &crate::config::Config) {
+        *self.token.write().unwrap_or_else(|e| e.into_inner()) = config.daemon.admin_token.clone();
+        *self.sinks.write().unwrap_or_else(|e| e.into_inner()) =
+            config.sinks.iter().map(|s| s.id.clone()).collect();
+    }
+
+    /// The running engine to send "probe now" to (`None` between
+    /// generations).
+    pub fn set_engine(&self, tx: Option<mpsc::Sender<ProbeNow>>) {
+        *self.probe_tx.write().unwrap_or_else(|e| e.into_inner()) = tx;
+    }
+
+    fn record(&self, action: &str, detail: serde_json::Value) {
+        if let Some(a) = &self.audit {
+            a.record(action, detail);
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/connections", get(connections))
+        .route("/api/v1/connections/{id}", get(connection))
+        .route("/api/v1/connections/{id}/probe", post(probe))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/events/{id}/replay", post(replay))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// The page may run exactly its own inline script and style (by hash): an
+/// injected script would not run even if escaping were ever missed.
+static CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use base64::Engine as _;
+    let h =
+        |s: &str| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s.as_bytes()));
+    format!(
+        "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        h(page::SCRIPT),
+        h(page::STYLE)
+    )
+});
+
+/// An error with a stable JSON shape.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+        }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(component = "admin", error = %e, "admin request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"code": self.code, "message": self.message});
+        if let (Some(extra), Some(obj)) = (self.extra, body.as_object_mut()) {
+            if let Some(e) = extra.as_object() {
+                for (k, v) in e {
+                    obj.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let mut resp = (self.status, Json(json!({ "error": body }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"connwatch\""),
+            );
+        }
+        resp
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time (both sides are
+/// hashed first, so not even the length leaks through timing).
+fn authorize(state: &AdminState, headers: &HeaderMap) -> ApiResult<()> {
+    let token = state
+        .token
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(token) = token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "disabled",
+            "this route needs `admin_token` in [daemon]; none is configured",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let Some(given) = given else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <admin_token>`",
+        ));
+    };
+    let a = Sha256::digest(given.trim().as_bytes());
+    let b = Sha256::digest(token.expose().as_bytes());
+    if bool::from(a.as_slice().ct_eq(b.as_slice())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong admin token",
+        ))
+    }
+}
+
+fn authorize_read(state: &AdminState, headers: &HeaderMap) -> ApiResult<()> {
+    if state.guard_reads {
+        authorize(state, headers)
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs a read on its own read-only connection, off the async thread.
+async fn read<T, F>(state: &AdminState, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+{
+    let path = state.database.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = Store::open_read_only(&path).map_err(ApiError::internal)?;
+        f(&store)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    let now = now_ms();
+    let writer = state.liveness.writer_fresh(now);
+    let engine = state.liveness.engine_fresh(now)
+        && state
+            .probe_tx
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+    let database = read(&state, |s| {
+        s.schema_version().map_err(ApiError::internal)?;
+        Ok(())
+    })
+    .await
+    .is_ok();
+    let word = |ok: bool| if ok { "ok" } else { "failing" };
+    let ready = writer && engine && database;
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {"database": word(database), "writer": word(writer), "scheduler": word(engine)},
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> ApiResult<Response> {
+    authorize_read(&state, &headers)?;
+    let uptime = state.started.elapsed().as_secs_f64();
+    let db = state.database.clone();
+    let text = read(&state, move |s| {
+        let now = now_ms();
+        let rows = query::status(s, now).map_err(ApiError::internal)?;
+        let depth = outbox::depth(s).map_err(ApiError::internal)?;
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len() as i64).unwrap_or(0);
+        let mut wal = db.clone().into_os_string();
+        wal.push("-wal");
+        let scrape = crate::ops::metrics::Scrape {
+            connections: rows
+                .iter()
+                .map(|r| crate::ops::metrics::ConnGauge {
+                    id: &r.id,
+                    health: &r.health,
+                    circuit: &r.circuit,
+                })
+                .collect(),
+            outbox_pending: depth.pending,
+            outbox_dead: depth.dead,
+            oldest_pending_age_s: depth
+                .oldest_pending_at
+                .map(|t| (now - t).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0),
+            database_bytes: size(db.clone()) + size(PathBuf::from(wal)),
+            uptime_s: uptime,
+        };
+        crate::ops::metrics::render(&scrape).map_err(ApiError::internal)
+    })
+    .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn connections(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize_read(&state, &headers)?;
+    let rows = read(&state, |s| {
+        query::status(s, now_ms()).map_err(ApiError::internal)
+    })
+    .await?;
+    Ok(Json(
+        json!({"generated_at": rfc3339(now_ms()), "connections": rows}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+}
+
+async fn connection(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize_read(&state, &headers)?;
+    let Query(params) = params.map_err(bad_query)?;
+    let since = match params.since.as_deref() {
+        None => Duration::from_secs(86_400),
+        Some(s) => crate::config::parse_duration(s).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("since: {e}"),
+            )
+        })?,
+    };
+    let limit = params.limit.unwrap_or(200).clamp(1, MAX_HISTORY_LIMIT);
+    read(&state, move |s| {
+        let now = now_ms();
+        let rows = query::status(s, now).map_err(ApiError::internal)?;
+        let Some(row) = rows.into_iter().find(|r| r.id == id) else {
+            return Err(unknown_connection(&id));
+        };
+        let from = now - since.as_millis() as UnixMs;
+        let history = query::history(s, row.key, from, limit).map_err(ApiError::internal)?;
+        let hourly = query::hourly(s, row.key, now - 7 * 86_400_000).map_err(ApiError::internal)?;
+        Ok(Json(json!({
+            "connection": row,
+            "history_since": rfc3339(from),
+            "history": history,
+            "hourly": hourly.iter().map(|h| json!({
+                "hour": rfc3339(h.hour), "count": h.count, "failures": h.failures,
+                "latency_p50_ms": h.latency_p50_ms, "latency_p95_ms": h.latency_p95_ms,
+            })).collect::<Vec<_>>(),
+        })))
+    })
+    .await
+}
+
+fn unknown_connection(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_connection",
+        format!("no connection {id:?} in the running configuration"),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventParams {
+    /// `all` (default), `pending` or `dead`.
+    state: Option<String>,
+    connection: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(state): State<Arc<AdminState>>,
+    params: Result<Query<EventParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize_read(&state, &headers)?;
+    let Query(params) = params.map_err(bad_query)?;
+    let filter = match params.state.as_deref() {
+        None | Some("all") => outbox::Filter::All,
+        Some("pending") => outbox::Filter::Pending,
+        Some("dead") => outbox::Filter::Dead,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("state: {other:?} is not one of all, pending, dead"),
+            ))
+        }
+    };
+    let limit = params.limit.unwrap_or(100).clamp(1, MAX_EVENTS_LIMIT);
+    let rows = read(&state, move |s| {
+        outbox::list(s, filter, params.connection.as_deref(), limit).map_err(ApiError::internal)
+    })
+    .await?;
+    Ok(Json(json!({ "events": rows })))
+}
+
+async fn probe(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&state, &headers)?;
+    let tx = state
+        .probe_tx
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(tx) = tx else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reloading",
+            "the configuration is being reloaded; try again",
+        ));
+    };
+    let (reply, answer) = oneshot::channel();
+    let req = ProbeNow {
+        id: id.clone(),
+        reply,
+    };
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the scheduler did not take the request; try again",
+        )
+    };
+    tx.send_timeout(req, Duration::from_secs(5))
+        .await
+        .map_err(|_| unavailable())?;
+    let answer = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .map_err(|_| unavailable())?
+        .map_err(|_| unavailable())?;
+    state.record(
+        "api_probe",
+        json!({"connection_id": id, "answer": format!("{answer:?}")}),
+    );
+    match answer {
+        ProbeNowAnswer::Started => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"connection_id": id, "probe": "started"})),
+        )
+            .into_response()),
+        ProbeNowAnswer::Unknown => Err(unknown_connection(&id)),
+        ProbeNowAnswer::Busy => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "busy",
+            "a probe of this connection is running",
+        )),
+        ProbeNowAnswer::Held { reason, until } => {
+            let mut e = ApiError::new(
+                StatusCode::CONFLICT,
+                "held",
+                match until {
+                    Some(t) => format!("not probed: {reason} until {}", rfc3339(t)),
+                    None => format!("not probed: {reason}"),
+                },
+            );
+            e.extra = Some(json!({"reason": reason, "until": until.map(rfc3339)}));
+            Err(e)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayParams {
+    sink: Option<String>,
+}
+
+async fn replay(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    params: Result<Query<ReplayParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&state, &headers)?;
+    let Query(params) = params.map_err(bad_query)?;
+    if let Some(s) = &params.sink {
+        let known = state
+            .sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(s);
+        if !known {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_sink",
+                format!("no sink {s:?} in the running configuration"),
+            ));
+        }
+    }
+    let path = state.database.clone();
+    let (eid, sink) = (id.clone(), params.sink.clone());
+    let n = tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&path).map_err(ApiError::internal)?;
+        outbox::replay(&mut store, &eid, sink.as_deref(), now_ms()).map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let Some(n) = n else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_event",
+            format!("no event {id:?}"),
+        ));
+    };
+    state.wake.notify_one();
+    state.record(
+        "api_replay",
+        json!({"event_id": id, "sink": params.sink, "deliveries": n}),
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"event_id": id, "deliveries_queued": n})),
+    )
+        .into_response())
+}
+
+async fn status_page(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize_read(&state, &headers)?;
+    let html = read(&state, |s| {
+        page::render(s, now_ms()).map_err(ApiError::internal)
+    })
+    .await?;
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, CSP.as_str()),
+        ],
+        Html(html),
+    )
+        .into_response())
+}
