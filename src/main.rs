@@ -184,8 +184,11 @@ fn init_logs(level: &str, format: connwatch::config::LogFormat) {
     // tokio-cron-scheduler logs its own start-up at info; keep that out.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("tokio_cron_scheduler=warn,{level}")));
+    // Colour only on a terminal: the journal and log files get plain text.
+    use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         connwatch::config::LogFormat::Json => b.json().flatten_event(true).init(),

@@ -16,6 +16,22 @@ pub fn plan(c: &Config) -> String {
         c.daemon.max_concurrent_probes,
         format_duration(c.daemon.scheduler_tick)
     );
+    match c.daemon.listen {
+        Some(l) => {
+            let _ = writeln!(
+                out,
+                "admin API, metrics, status page: http://{l}/ (probe/replay {})",
+                if c.daemon.admin_token.is_some() {
+                    "enabled with the token"
+                } else {
+                    "disabled: no admin_token"
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "admin API: off (no [daemon] listen)");
+        }
+    }
     if let Some(sb) = c.sandbox.as_ref().filter(|s| s.enabled) {
         let _ = writeln!(out, "sandbox: serving on {}", sb.listen);
     }

@@ -225,3 +225,67 @@ fn unreadable_file_is_named() {
     let e = Config::load(Path::new("/nonexistent/connwatch.toml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/connwatch.toml"));
 }
+
+#[test]
+fn secrets_come_from_files_with_the_path_expanded_and_the_contents_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::fs::write(
+        dir.path().join("admin"),
+        "admin-token-${NOT_EXPANDED}-0123\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("pd"), "pd-key-from-file\n\n").unwrap();
+    let wh1 = "whsec_c2FuZGJveC1vbmx5LW5vdC1hLXJlYWwtc2VjcmV0";
+    let wh2 = "whsec_b3RoZXItc2FuZGJveC1zZWNyZXQtdmFsdWU=";
+    std::fs::write(dir.path().join("wh"), format!("{wh1}\n{wh2}\n")).unwrap();
+    let env = |name: &str| (name == "CREDS").then(|| d.clone());
+    let text = "[daemon]\nlisten = \"127.0.0.1:9185\"\nadmin_token_file = \"${CREDS}/admin\"\n\
+                [[sink]]\nid = \"pd\"\nkind = \"pagerduty\"\nrouting_key_file = \"${CREDS}/pd\"\n\
+                [[sink]]\nid = \"wh\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\nsecret_file = \"${CREDS}/wh\"\n";
+    let c = Config::parse(Path::new("/etc/connwatch/test.toml"), text, &env).unwrap();
+    assert_eq!(
+        c.daemon.admin_token.as_ref().unwrap().expose(),
+        "admin-token-${NOT_EXPANDED}-0123"
+    );
+    assert_eq!(
+        c.sinks[0].routing_key.as_ref().unwrap().expose(),
+        "pd-key-from-file"
+    );
+    let secrets: Vec<&str> = c.sinks[1].secrets.iter().map(|s| s.expose()).collect();
+    assert_eq!(secrets, [wh1, wh2]);
+
+    // Both forms, a missing file, an empty file: errors at the *_file key.
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    let bad = "[daemon]\nadmin_token = \"0123456789abcdef\"\nadmin_token_file = \"${CREDS}/admin\"\n\
+               [[sink]]\nid = \"pd\"\nkind = \"pagerduty\"\nrouting_key_file = \"${CREDS}/missing\"\n\
+               [[sink]]\nid = \"wh\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\nsecret_file = \"${CREDS}/empty\"\n";
+    let errs = Config::parse(Path::new("/etc/connwatch/test.toml"), bad, &env)
+        .unwrap_err()
+        .0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(text.len(), 3, "{text:#?}");
+    assert!(
+        text[0].contains("test.toml:3:20:") && text[0].contains("not both"),
+        "{text:#?}"
+    );
+    assert!(
+        text[1].contains("test.toml:7:20:") && text[1].contains("cannot read"),
+        "{text:#?}"
+    );
+    assert!(
+        text[2].contains("test.toml:12:15:") && text[2].contains("is empty"),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn admin_listen_beyond_loopback_needs_a_token() {
+    let errs = errors("[daemon]\nlisten = \"0.0.0.0:9185\"\n");
+    assert!(errs[0].to_string().contains("admin_token"), "{errs:?}");
+    let c = parse("[daemon]\nlisten = \"0.0.0.0:9185\"\nadmin_token = \"${TOKEN}-0123456789\"\n")
+        .unwrap();
+    assert!(c.daemon.admin_token.is_some());
+    let errs = errors("[daemon]\nadmin_token = \"short\"\n");
+    assert!(errs[0].to_string().contains("too short"), "{errs:?}");
+}
