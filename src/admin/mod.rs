@@ -276,7 +276,9 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     let now = now_ms();
-    let writer = state.liveness.writer_fresh(now);
+    // The writer's loop turns, and its last transaction committed.
+    let writer = state.liveness.writer_fresh(now)
+        && crate::ops::metrics::metrics().writer_failing.get() == 0;
     let engine = state.liveness.engine_fresh(now)
         && state
             .probe_tx

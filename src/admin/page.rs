@@ -151,7 +151,7 @@ fn row(out: &mut String, r: &StatusRow, hourly: &[Hourly], this_hour: UnixMs) {
         r#"<tr class="conn" id="conn-{id}" data-connection="{id}" data-health="{health}">
 <td class="name" data-label="Connection">{name}<br><small class="muted">{id}</small></td>
 <td data-label="Health"><span class="badge {tone}">{health}</span>{suppressed}<br>{since}</td>
-<td data-label="Circuit"><span class="dot {circuit_tone}"></span>{circuit}</td>
+<td class="nowrap" data-label="Circuit"><span class="dot {circuit_tone}"></span>{circuit}</td>
 <td class="err" data-label="Last error">{error}</td>
 <td data-label="24 h">{bar24}</td>
 <td data-label="7 d">{bar7}</td>
@@ -265,6 +265,7 @@ strong.ok{color:var(--ok)}strong.bad{color:var(--bad)}
 .err{max-width:22rem;word-break:break-word;color:var(--bad)}
 svg.bar rect.ok{fill:var(--ok)}svg.bar rect.warn{fill:var(--warn)}svg.bar rect.bad{fill:var(--bad)}svg.bar rect.none{fill:var(--line)}
 svg.spark polyline{fill:none;stroke:var(--muted);stroke-width:1.5}
+.nowrap{white-space:nowrap}
 footer{margin-top:1rem;color:var(--muted);font-size:.8rem}a{color:inherit}
 @media (max-width:720px){
  thead{display:none}table,tbody,tr,td{display:block;width:auto}

@@ -31,6 +31,8 @@ pub struct Metrics {
     deliveries: IntCounterVec,
     pub writer_batch: Histogram,
     pub writer_failures: IntCounter,
+    /// Database transactions failed in a row now (0 when writes succeed).
+    pub writer_failing: IntGauge,
     pub reloads: IntCounterVec,
 }
 
@@ -131,6 +133,14 @@ impl Metrics {
             "connwatch_writer_failures_total",
             "Database transactions that failed and were retried.",
         );
+        let writer_failing = reg(
+            &r,
+            IntGauge::new(
+                "connwatch_writer_failing",
+                "Database transactions failed in a row; 0 while writes succeed.",
+            )
+            .expect("valid metric"),
+        );
         let reloads = reg(
             &r,
             IntCounterVec::new(
@@ -163,6 +173,7 @@ impl Metrics {
             deliveries,
             writer_batch,
             writer_failures,
+            writer_failing,
             reloads,
         }
     }

@@ -354,6 +354,7 @@ async fn run(
                 crate::ops::metrics::metrics()
                     .writer_batch
                     .observe(rows as f64);
+                crate::ops::metrics::metrics().writer_failing.set(0);
                 for w in waiters.drain(..) {
                     let _ = w.send(());
                 }
@@ -362,6 +363,9 @@ async fn run(
             Err(e) => {
                 st.failing += 1;
                 crate::ops::metrics::metrics().writer_failures.inc();
+                crate::ops::metrics::metrics()
+                    .writer_failing
+                    .set(st.failing as i64);
                 st.stats.failed_writes += 1;
                 if st.failing == 1 {
                     tracing::error!(component = "writer", error = %e, "database write failed; keeping the rows and retrying");
