@@ -121,6 +121,7 @@ impl Generation {
                         probes = p.probes,
                         runs = p.probe_runs,
                         rollups = p.rollups,
+                        pages_freed = p.pages_freed,
                         "retention applied"
                     ),
                     Some(Err(e)) => tracing::error!(error = %e, "retention failed"),

@@ -162,7 +162,7 @@ impl Store {
         if write {
             self.db
                 .execute_batch(
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                    "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
                 )
                 .map_err(|e| sq(p, e))?;
         } else {

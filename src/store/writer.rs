@@ -195,6 +195,11 @@ struct Run {
     min: i64,
     max: i64,
     sum: i64,
+    /// Its row, once written: later flushes update that row in place, so an
+    /// online connection costs one row per hour, not one per flush.
+    rowid: Option<i64>,
+    /// Changed since it was last written.
+    dirty: bool,
 }
 
 #[derive(Debug, Default)]
@@ -217,7 +222,10 @@ struct RollupRow {
 /// Rows accepted but not yet committed.
 #[derive(Default)]
 struct Backlog {
+    /// Runs that ended (a non-online probe, or the hour turned).
     runs: Vec<(i64, Run)>,
+    /// Write the open runs that changed (a history flush is due).
+    open_runs_due: bool,
     records: Vec<Record>,
     rollups: Vec<RollupRow>,
     states: Vec<(i64, StateRow)>,
@@ -226,6 +234,7 @@ struct Backlog {
 impl Backlog {
     fn is_empty(&self) -> bool {
         self.runs.is_empty()
+            && !self.open_runs_due
             && self.records.is_empty()
             && self.rollups.is_empty()
             && self.states.is_empty()
@@ -419,6 +428,17 @@ impl State {
             acc.failures += i64::from(p.outcome.is_failure());
             acc.latencies.push(p.latency_ms);
             if p.outcome == Outcome::Online {
+                // Runs end with the hour, so `history` finds any moment
+                // in a row that spans at most an hour.
+                if self
+                    .runs
+                    .get(&rec.conn)
+                    .is_some_and(|r| r.first_at - r.first_at.rem_euclid(HOUR_MS) != hour)
+                {
+                    if let Some(run) = self.runs.remove(&rec.conn) {
+                        self.backlog.runs.push((rec.conn, run));
+                    }
+                }
                 let r = self.runs.entry(rec.conn).or_insert(Run {
                     first_at: rec.at,
                     last_at: rec.at,
@@ -426,7 +446,10 @@ impl State {
                     min: lat,
                     max: lat,
                     sum: 0,
+                    rowid: None,
+                    dirty: true,
                 });
+                r.dirty = true;
                 r.last_at = rec.at;
                 r.count += 1;
                 r.min = r.min.min(lat);
@@ -460,8 +483,12 @@ impl State {
         }
     }
 
+    /// Open runs that changed are written at the next commit (they stay
+    /// open in memory).
     fn close_runs(&mut self) {
-        self.backlog.runs.extend(self.runs.drain());
+        if self.runs.values().any(|r| r.dirty) {
+            self.backlog.open_runs_due = true;
+        }
     }
 
     /// Moves rollup accumulators to the backlog: all of them, or only hours
@@ -504,6 +531,8 @@ impl State {
         let e = |err| sq(&p, err);
         let tx = self.db.transaction().map_err(e)?;
         let mut rows = 0u64;
+        // Open runs written in this transaction: their rows, once committed.
+        let mut written_runs: Vec<(i64, Option<i64>)> = Vec::new();
         {
             let mut ins_run = tx
                 .prepare_cached(
@@ -511,13 +540,35 @@ impl State {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(e)?;
+            let mut up_run = tx
+                .prepare_cached(
+                    "UPDATE probe_runs SET last_at = ?2, count = ?3, latency_min = ?4, latency_max = ?5, latency_sum = ?6
+                     WHERE rowid = ?1",
+                )
+                .map_err(e)?;
+            let mut put = |conn: i64, r: &Run| -> rusqlite::Result<Option<i64>> {
+                match r.rowid {
+                    Some(id) => {
+                        up_run.execute(params![id, r.last_at, r.count, r.min, r.max, r.sum])?;
+                        Ok(Some(id))
+                    }
+                    None => {
+                        ins_run.execute(params![
+                            conn, r.first_at, r.last_at, r.count, r.min, r.max, r.sum
+                        ])?;
+                        Ok(Some(tx.last_insert_rowid()))
+                    }
+                }
+            };
             for (conn, r) in &self.backlog.runs {
-                ins_run
-                    .execute(params![
-                        conn, r.first_at, r.last_at, r.count, r.min, r.max, r.sum
-                    ])
-                    .map_err(e)?;
+                put(*conn, r).map_err(e)?;
                 rows += 1;
+            }
+            if self.backlog.open_runs_due {
+                for (conn, r) in self.runs.iter().filter(|(_, r)| r.dirty) {
+                    written_runs.push((*conn, put(*conn, r).map_err(e)?));
+                    rows += 1;
+                }
             }
             let mut ins_probe = tx
                 .prepare_cached(
@@ -568,6 +619,12 @@ impl State {
             }
         }
         tx.commit().map_err(e)?;
+        for (conn, rowid) in written_runs {
+            if let Some(r) = self.runs.get_mut(&conn) {
+                r.rowid = rowid;
+                r.dirty = false;
+            }
+        }
         if let Some(a) = &self.audit {
             audit_committed(a, &self.backlog.records);
         }
@@ -727,6 +784,43 @@ mod tests {
             sinks: sinks.iter().map(|s| s.to_string()).collect(),
             suppressed,
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_online_run_is_one_row_per_hour_updated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cw.db");
+        let key = super::super::Store::open(&path)
+            .unwrap()
+            .sync_connections(&[crate::store::ConnMeta::bare("a")])
+            .unwrap()["a"]
+            .key;
+        let (w, join) = Writer::start(&path, Duration::from_secs(3600)).unwrap();
+        let db = Db::open(&path).unwrap();
+        // Three flushes inside one hour: one row, growing.
+        for i in 0..3 {
+            w.send(rec(key, 10_000 + i, Outcome::Online)).await;
+            w.flush().await;
+            assert_eq!(count(&db, "SELECT count(*) FROM probe_runs"), 1);
+            assert_eq!(count(&db, "SELECT count FROM probe_runs"), i + 1);
+            assert_eq!(count(&db, "SELECT last_at FROM probe_runs"), 10_000 + i);
+        }
+        // The next hour starts a new row; the first keeps its figures.
+        w.send(rec(key, HOUR_MS + 5, Outcome::Online)).await;
+        w.flush().await;
+        assert_eq!(count(&db, "SELECT count(*) FROM probe_runs"), 2);
+        assert_eq!(
+            count(&db, "SELECT count FROM probe_runs WHERE first_at = 10000"),
+            3
+        );
+        // A failure ends the run; the next online probe opens another row.
+        w.send(rec(key, HOUR_MS + 6, Outcome::Offline)).await;
+        w.send(rec(key, HOUR_MS + 7, Outcome::Online)).await;
+        w.flush().await;
+        assert_eq!(count(&db, "SELECT count(*) FROM probe_runs"), 3);
+        assert_eq!(count(&db, "SELECT sum(count) FROM probe_runs"), 5);
+        w.close().await;
+        join.join();
     }
 
     #[tokio::test(flavor = "current_thread")]

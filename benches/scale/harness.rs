@@ -1,0 +1,584 @@
+//! The scale benchmark: a fast loopback target serving N status endpoints,
+//! the real `connwatch run` binary probing them, and a bare reqwest loop
+//! hitting the same target at the same rate (the floor), all measured in one
+//! run. Used by `cargo bench --bench scale` and, with tiny numbers, by the
+//! CI smoke test (`tests/scale_smoke.rs`). Figures are printed, never
+//! asserted.
+#![allow(dead_code)]
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One benchmark point.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub n: usize,
+    pub interval: Duration,
+    pub warmup: Duration,
+    pub window: Duration,
+    /// Percent of endpoints answering 503 offline.
+    pub failing_pct: usize,
+    /// Percent of endpoints answering after `slow`.
+    pub slow_pct: usize,
+    pub slow: Duration,
+    /// The daemon's `scheduler_tick`.
+    pub tick: Duration,
+    /// Send SIGHUP halfway through the window and time the reload.
+    pub reload: bool,
+    /// Measure the bare-client floor after the daemon's window.
+    pub floor: bool,
+    /// The `connwatch` binary.
+    pub bin: PathBuf,
+}
+
+impl Opts {
+    pub fn new(n: usize, interval: Duration, bin: PathBuf) -> Opts {
+        Opts {
+            n,
+            interval,
+            warmup: Duration::from_secs(15),
+            window: Duration::from_secs(30),
+            failing_pct: 2,
+            slow_pct: 1,
+            slow: Duration::from_millis(300),
+            tick: Duration::from_millis(10),
+            reload: false,
+            floor: true,
+            bin,
+        }
+    }
+}
+
+/// The target: what arrived, per endpoint, in µs since the target started.
+struct Target {
+    start: Instant,
+    arrivals: Vec<Mutex<Vec<u64>>>,
+    failing_pct: usize,
+    slow_pct: usize,
+    slow: Duration,
+    requests: AtomicU64,
+}
+
+async fn status(State(t): State<Arc<Target>>, Path(i): Path<usize>) -> (StatusCode, &'static str) {
+    let at = t.start.elapsed().as_micros() as u64;
+    t.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(a) = t.arrivals.get(i) {
+        a.lock().unwrap().push(at);
+    }
+    let bucket = i % 100;
+    if bucket < t.failing_pct {
+        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"offline"}"#)
+    } else if bucket < t.failing_pct + t.slow_pct {
+        tokio::time::sleep(t.slow).await;
+        (StatusCode::OK, r#"{"status":"online"}"#)
+    } else {
+        (StatusCode::OK, r#"{"status":"online"}"#)
+    }
+}
+
+/// The floor's endpoint: answers like a healthy one, records nothing.
+async fn floor_status(State(t): State<Arc<Target>>) -> &'static str {
+    t.requests.fetch_add(1, Ordering::Relaxed);
+    r#"{"status":"online"}"#
+}
+
+fn start_target(o: &Opts) -> (SocketAddr, Arc<Target>) {
+    let t = Arc::new(Target {
+        start: Instant::now(),
+        arrivals: (0..o.n).map(|_| Mutex::new(Vec::new())).collect(),
+        failing_pct: o.failing_pct,
+        slow_pct: o.slow_pct,
+        slow: o.slow,
+        requests: AtomicU64::new(0),
+    });
+    let app = Router::new()
+        .route("/c/{i}", get(status))
+        .route("/floor/{i}", get(floor_status))
+        .with_state(Arc::clone(&t));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("bench-target".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+        })
+        .unwrap();
+    (rx.recv_timeout(Duration::from_secs(10)).unwrap(), t)
+}
+
+/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = s.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (utime + stime) / tick
+}
+
+fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// A histogram from the exposition: (upper bound, cumulative count), plus
+/// sum and count.
+#[derive(Debug, Default, Clone)]
+struct Hist {
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+fn hist(text: &str, name: &str) -> Hist {
+    let mut h = Hist::default();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix(&format!("{name}_bucket{{le=\"")) {
+            let (le, v) = rest.split_once("\"} ").unwrap_or(("", "0"));
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(0.0)
+            };
+            h.buckets.push((le, v.trim().parse().unwrap_or(0.0)));
+        } else if let Some(v) = l.strip_prefix(&format!("{name}_sum ")) {
+            h.sum = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix(&format!("{name}_count ")) {
+            h.count = v.trim().parse().unwrap_or(0.0);
+        }
+    }
+    h
+}
+
+impl Hist {
+    fn minus(&self, before: &Hist) -> Hist {
+        Hist {
+            buckets: self
+                .buckets
+                .iter()
+                .zip(before.buckets.iter().chain(std::iter::repeat(&(0.0, 0.0))))
+                .map(|(a, b)| (a.0, a.1 - b.1))
+                .collect(),
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
+        }
+    }
+
+    /// The upper bound of the bucket holding quantile `q`.
+    fn quantile(&self, q: f64) -> f64 {
+        let target = q * self.count;
+        self.buckets
+            .iter()
+            .find(|(_, c)| *c >= target && *c > 0.0)
+            .map(|(le, _)| *le)
+            .unwrap_or(f64::NAN)
+    }
+
+    /// The upper bound of the highest non-empty bucket.
+    fn max_bound(&self) -> f64 {
+        let mut prev = 0.0;
+        let mut top = 0.0;
+        for (le, c) in &self.buckets {
+            if *c > prev {
+                top = *le;
+            }
+            prev = *c;
+        }
+        top
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// What one point measured.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub n: usize,
+    pub interval_s: f64,
+    pub window_s: f64,
+    pub ready_ms: f64,
+    pub scheduled_healthy: f64,
+    pub made_healthy: u64,
+    pub made_all: u64,
+    pub probes_per_s: f64,
+    pub cpu_s: f64,
+    pub cpu_us_per_probe: f64,
+    pub cpu_pct_core: f64,
+    pub vm_hwm_kib: u64,
+    pub late_p50_ms: f64,
+    pub late_p99_ms: f64,
+    pub late_max_ms: f64,
+    pub gap_err_p50_ms: f64,
+    pub gap_err_p99_ms: f64,
+    pub gap_err_max_ms: f64,
+    pub peak_per_s: u64,
+    pub mean_per_s: f64,
+    pub db_bytes_start: u64,
+    pub db_bytes_end: u64,
+    pub disk_written: u64,
+    pub bytes_per_probe: f64,
+    pub writer_batch_mean: f64,
+    pub reload_ms: Option<f64>,
+    pub floor_even_us: Option<f64>,
+    pub floor_batched_us: Option<f64>,
+}
+
+/// The database's logical size: pages in use × page size, read through
+/// SQLite (so it counts what the WAL holds and not the free pages).
+pub fn db_size(dir: &std::path::Path) -> u64 {
+    let Ok(db) = rusqlite::Connection::open_with_flags(
+        dir.join("bench.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return 0;
+    };
+    let q = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(0);
+    ((q("PRAGMA page_count") - q("PRAGMA freelist_count")) * q("PRAGMA page_size")).max(0) as u64
+}
+
+fn kill(child: &mut Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
+}
+
+/// Runs one point.
+pub fn run(o: &Opts) -> Report {
+    let (addr, target) = start_target(o);
+    let dir = tempfile::tempdir().unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    let mut cfg = format!(
+        "[daemon]\ndatabase = \"bench.db\"\nlisten = \"127.0.0.1:{admin}\"\nlog_level = \"warn\"\n\
+         scheduler_tick = \"{}\"\nmax_concurrent_probes = 1024\n\
+         [defaults]\ninterval = \"{}\"\ntimeout = \"2s\"\n",
+        ms(o.tick),
+        ms(o.interval)
+    );
+    for i in 0..o.n {
+        cfg.push_str(&format!(
+            "[[connection]]\nid = \"c{i}\"\nurl = \"http://{addr}/c/{i}\"\n"
+        ));
+    }
+    let cfg_path = dir.path().join("bench.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let spawned = Instant::now();
+    let mut child = Command::new(&o.bin)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut buf = [0u8; 4096];
+    let mut ready_ms = f64::NAN;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+                break;
+            }
+        }
+    }
+    std::thread::sleep(o.warmup);
+
+    let t0 = target.start.elapsed().as_micros() as u64;
+    let m0 = http_get(admin, "/metrics").unwrap_or_default();
+    let cpu0 = cpu_seconds(pid);
+    let w0 = proc_field(pid, "io", "write_bytes:");
+    let db0 = db_size(dir.path());
+    let mut reload_ms = None;
+    if o.reload {
+        std::thread::sleep(o.window / 2);
+        let hup = Instant::now();
+        kill(&mut child, "-HUP");
+        let until = hup + Duration::from_secs(30);
+        let mut reloading = false;
+        while Instant::now() < until {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).to_string();
+                reloading |= m.contains("RELOADING=1");
+                if reloading && m.lines().any(|l| l == "READY=1") {
+                    reload_ms = Some(hup.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(o.window.saturating_sub(hup.elapsed() + o.window / 2));
+    } else {
+        std::thread::sleep(o.window);
+    }
+    let cpu1 = cpu_seconds(pid);
+    let w1 = proc_field(pid, "io", "write_bytes:");
+    let db1 = db_size(dir.path());
+    let m1 = http_get(admin, "/metrics").unwrap_or_default();
+    let t1 = target.start.elapsed().as_micros() as u64;
+    let vm_hwm_kib = proc_field(pid, "status", "VmHWM:");
+    kill(&mut child, "-TERM");
+    let _ = child.wait();
+
+    // Arrivals inside the window.
+    let window_s = (t1 - t0) as f64 / 1e6;
+    let interval_us = o.interval.as_micros() as f64;
+    let mut gaps = Vec::new();
+    let mut per_sec: std::collections::HashMap<u64, u64> = Default::default();
+    let (mut made_all, mut made_healthy, mut healthy) = (0u64, 0u64, 0usize);
+    for (i, a) in target.arrivals.iter().enumerate() {
+        let a = a.lock().unwrap();
+        let inside: Vec<u64> = a.iter().copied().filter(|&t| t >= t0 && t < t1).collect();
+        made_all += inside.len() as u64;
+        let is_healthy = i % 100 >= o.failing_pct + o.slow_pct;
+        if is_healthy {
+            healthy += 1;
+            made_healthy += inside.len() as u64;
+            for w in inside.windows(2) {
+                gaps.push(((w[1] - w[0]) as f64 - interval_us).abs() / 1000.0);
+            }
+        }
+        for t in &inside {
+            *per_sec.entry(t / 1_000_000).or_default() += 1;
+        }
+    }
+    gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // Whole seconds only (the first and last are partial).
+    let first = t0 / 1_000_000 + 1;
+    let last = t1 / 1_000_000;
+    let peak_per_s = (first..last)
+        .map(|s| per_sec.get(&s).copied().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let lat = hist(&m1, "connwatch_scheduler_lateness_seconds")
+        .minus(&hist(&m0, "connwatch_scheduler_lateness_seconds"));
+    let batch =
+        hist(&m1, "connwatch_writer_batch_rows").minus(&hist(&m0, "connwatch_writer_batch_rows"));
+    let cpu_s = cpu1 - cpu0;
+    let mut r = Report {
+        n: o.n,
+        interval_s: o.interval.as_secs_f64(),
+        window_s,
+        ready_ms,
+        scheduled_healthy: healthy as f64 * window_s / o.interval.as_secs_f64(),
+        made_healthy,
+        made_all,
+        probes_per_s: made_all as f64 / window_s,
+        cpu_s,
+        cpu_us_per_probe: cpu_s * 1e6 / made_all.max(1) as f64,
+        cpu_pct_core: 100.0 * cpu_s / window_s,
+        vm_hwm_kib,
+        late_p50_ms: lat.quantile(0.5) * 1000.0,
+        late_p99_ms: lat.quantile(0.99) * 1000.0,
+        late_max_ms: lat.max_bound() * 1000.0,
+        gap_err_p50_ms: percentile(&gaps, 0.5),
+        gap_err_p99_ms: percentile(&gaps, 0.99),
+        gap_err_max_ms: gaps.last().copied().unwrap_or(f64::NAN),
+        peak_per_s,
+        mean_per_s: made_all as f64 / window_s,
+        db_bytes_start: db0,
+        db_bytes_end: db1,
+        disk_written: w1.saturating_sub(w0),
+        bytes_per_probe: db1.saturating_sub(db0) as f64 / made_all.max(1) as f64,
+        writer_batch_mean: if batch.count > 0.0 {
+            batch.sum / batch.count
+        } else {
+            0.0
+        },
+        reload_ms,
+        floor_even_us: None,
+        floor_batched_us: None,
+    };
+    if o.floor {
+        let rate = o.n as f64 / o.interval.as_secs_f64();
+        r.floor_even_us = Some(floor(addr, o.n, rate, o.window, None));
+        r.floor_batched_us = Some(floor(addr, o.n, rate, o.window, Some(o.tick)));
+    }
+    r
+}
+
+/// The floor: a bare reqwest client on a current-thread runtime of its own
+/// thread sends `rate` GETs a second over `n` paths for `window`, evenly
+/// paced (one timer wake-up per request) or in `batch`-sized ticks. Returns
+/// that thread's CPU µs per request.
+fn floor(addr: SocketAddr, n: usize, rate: f64, window: Duration, batch: Option<Duration>) -> f64 {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(usize::MAX)
+                .build()
+                .unwrap();
+            let urls: Vec<Arc<str>> = (0..n)
+                .map(|i| Arc::from(format!("http://{addr}/floor/{i}")))
+                .collect();
+            let done = Arc::new(AtomicU64::new(0));
+            let step = Duration::from_secs_f64(1.0 / rate);
+            let start = tokio::time::Instant::now();
+            let end = start + window;
+            let cpu0 = thread_cpu();
+            let mut k = 0usize;
+            let fire = |k: usize| {
+                let c = client.clone();
+                let u = Arc::clone(&urls[k % n]);
+                let d = Arc::clone(&done);
+                tokio::spawn(async move {
+                    if let Ok(r) = c.get(&*u).send().await {
+                        let _ = r.bytes().await;
+                        d.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            };
+            match batch {
+                None => loop {
+                    let at = start + step.mul_f64(k as f64);
+                    if at >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(at).await;
+                    fire(k);
+                    k += 1;
+                },
+                Some(tick) => {
+                    let mut next = start;
+                    while next < end {
+                        tokio::time::sleep_until(next).await;
+                        next += tick;
+                        loop {
+                            let at = start + step.mul_f64(k as f64);
+                            if at >= next || at >= end {
+                                break;
+                            }
+                            fire(k);
+                            k += 1;
+                        }
+                    }
+                }
+            }
+            // Let the last requests finish (bounded).
+            let until = tokio::time::Instant::now() + Duration::from_secs(5);
+            while done.load(Ordering::Relaxed) < k as u64 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let cpu = thread_cpu() - cpu0;
+            cpu.as_secs_f64() * 1e6 / done.load(Ordering::Relaxed).max(1) as f64
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The table header and one row per report.
+pub fn table(reports: &[Report]) -> String {
+    let mut s = String::new();
+    s.push_str("| N | interval | window s | READY ms | probes made / scheduled (healthy) | probes/s | daemon CPU s | CPU µs/probe | % of a core | VmHWM MiB | lateness p50/p99/max ms (bucket bounds) | gap error p50/p99/max ms | peak probes in 1 s (× mean) | DB bytes start → end | bytes/probe (DB growth) | disk written | writer rows/batch | reload ms | floor µs/req even / batched | ratio to floor even / batched |\n");
+    s.push_str(
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "—".into());
+        let ratio = |v: Option<f64>| {
+            v.map(|x| format!("{:.2}×", r.cpu_us_per_probe / x))
+                .unwrap_or_else(|| "—".into())
+        };
+        s.push_str(&format!(
+            "| {} | {}s | {:.1} | {:.0} | {} / {:.0} ({:.2} %) | {:.0} | {:.3} | {:.1} | {:.2} | {:.1} | {:.1} / {:.1} / {:.1} | {:.2} / {:.2} / {:.2} | {} ({:.2}×) | {} → {} | {:.2} | {} | {:.1} | {} | {} / {} | {} / {} |\n",
+            r.n,
+            r.interval_s,
+            r.window_s,
+            r.ready_ms,
+            r.made_healthy,
+            r.scheduled_healthy,
+            100.0 * r.made_healthy as f64 / r.scheduled_healthy.max(1.0),
+            r.probes_per_s,
+            r.cpu_s,
+            r.cpu_us_per_probe,
+            r.cpu_pct_core,
+            r.vm_hwm_kib as f64 / 1024.0,
+            r.late_p50_ms,
+            r.late_p99_ms,
+            r.late_max_ms,
+            r.gap_err_p50_ms,
+            r.gap_err_p99_ms,
+            r.gap_err_max_ms,
+            r.peak_per_s,
+            r.peak_per_s as f64 / r.mean_per_s.max(1e-9),
+            r.db_bytes_start,
+            r.db_bytes_end,
+            r.bytes_per_probe,
+            r.disk_written,
+            r.writer_batch_mean,
+            f(r.reload_ms),
+            f(r.floor_even_us),
+            f(r.floor_batched_us),
+            ratio(r.floor_even_us),
+            ratio(r.floor_batched_us),
+        ));
+    }
+    s
+}
