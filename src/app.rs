@@ -53,6 +53,8 @@ enum Ask {
 /// The parts shared by every generation.
 struct Shared {
     writer: Writer,
+    /// Interval phases handed from one generation to the next.
+    schedule: crate::engine::Schedule,
     wake: Arc<Notify>,
     liveness: Liveness,
     audit: Option<Audit>,
@@ -97,7 +99,9 @@ impl Generation {
         let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
 
         let (engine, cmd_tx, jobs) = Engine::new(config, &known, &prober, shared.writer.clone());
-        let engine = engine.with_notifier(Notifier::from_env(), shared.liveness.clone());
+        let engine = engine
+            .with_notifier(Notifier::from_env(), shared.liveness.clone())
+            .keep_schedule(Arc::clone(&shared.schedule));
         let probe_tx = engine.probe_handle();
         let sched = JobScheduler::new()
             .await
@@ -185,6 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?;
     let shared = Shared {
         writer,
+        schedule: Default::default(),
         wake,
         liveness,
         audit,

@@ -163,7 +163,16 @@ pub struct Engine {
     /// systemd notification, when running under it.
     notifier: Option<crate::ops::notify::Notifier>,
     liveness: crate::ops::notify::Liveness,
+    /// Where to leave the schedule when stopping.
+    schedule: Option<Schedule>,
+    /// The earliest `maintenance_until` of any connection.
+    maintenance_end: Option<UnixMs>,
 }
+
+/// The next due time of each interval connection, by id: a stopping
+/// generation leaves it here and the next one starts from it, so a reload
+/// keeps every unchanged connection's phase (no probe missed or doubled).
+pub type Schedule = Arc<std::sync::Mutex<HashMap<String, (Duration, Instant)>>>;
 
 /// Cron jobs the engine needs: the expression and what to send when it fires.
 pub type CronJobs = Vec<(String, Command)>;
@@ -261,7 +270,11 @@ impl Engine {
             clock,
             notifier: None,
             liveness: Default::default(),
+            schedule: None,
+            maintenance_end: None,
         };
+        let mut engine = engine;
+        engine.refresh_maintenance_end();
         (engine, cmd_tx, jobs)
     }
 
@@ -275,6 +288,26 @@ impl Engine {
     ) -> Self {
         self.notifier = Some(notifier);
         self.liveness = liveness;
+        self
+    }
+
+    /// Takes each interval connection's next due time from `s` when its id
+    /// and interval are unchanged (a reload), and leaves its own there when
+    /// it stops.
+    pub fn keep_schedule(mut self, s: Schedule) -> Self {
+        {
+            let carried = s.lock().unwrap_or_else(|e| e.into_inner());
+            for (slot, w) in self.conns.iter().enumerate() {
+                if let (Cadence::Interval(d), Some((period, due))) =
+                    (&w.cfg.cadence, carried.get(w.cfg.id.as_str()))
+                {
+                    if d == period {
+                        self.queue.add_at(slot, *d, *due);
+                    }
+                }
+            }
+        }
+        self.schedule = Some(s);
         self
     }
 
@@ -389,6 +422,17 @@ impl Engine {
                     for &slot in &due {
                         self.try_fire(slot).await;
                     }
+                }
+            }
+        }
+        if let Some(s) = &self.schedule {
+            let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+            s.clear();
+            for (slot, w) in self.conns.iter().enumerate() {
+                if let (Cadence::Interval(d), Some(due)) =
+                    (&w.cfg.cadence, self.queue.next_due(slot))
+                {
+                    s.insert(w.cfg.id.clone(), (*d, due));
                 }
             }
         }
@@ -841,15 +885,17 @@ impl Engine {
             c.maintenance_until = Some(c.maintenance_until.map_or(until, |t| t.max(until)));
             self.save_state(slot, now).await;
         }
+        self.refresh_maintenance_end();
     }
 
     fn next_maintenance_end(&self) -> Option<Instant> {
-        let end = self
-            .conns
-            .iter()
-            .filter_map(|c| c.maintenance_until)
-            .min()?;
-        Some(self.clock.instant_of(end))
+        Some(self.clock.instant_of(self.maintenance_end?))
+    }
+
+    /// Recomputes the earliest window end (only when windows start or end:
+    /// the loop reads the cached value on every turn).
+    fn refresh_maintenance_end(&mut self) {
+        self.maintenance_end = self.conns.iter().filter_map(|c| c.maintenance_until).min();
     }
 
     /// Ends windows that are over; brings receivers up to date.
@@ -870,6 +916,7 @@ impl Engine {
             let state = self.state_row(slot, now);
             self.send_change(slot, now, events, state).await;
         }
+        self.refresh_maintenance_end();
     }
 }
 

@@ -82,6 +82,22 @@ impl TimerQueue {
         }
     }
 
+    /// Queues `slot` with its first occurrence at `first` (rounded up to a
+    /// tick), then every `period`: a reload uses it to keep a connection's
+    /// phase. A `first` that passed while the reload ran fires at once (one
+    /// late probe rather than a missed one), and the grid moves by that much.
+    pub fn add_at(&mut self, slot: usize, period: Duration, first: Instant) {
+        let phase = first.saturating_duration_since(self.start);
+        self.insert(
+            slot,
+            Entry {
+                phase,
+                period,
+                n: 0,
+            },
+        );
+    }
+
     fn insert(&mut self, slot: usize, e: Entry) {
         if self.entries.len() <= slot {
             self.entries.resize(slot + 1, None);
@@ -182,6 +198,23 @@ mod tests {
         }
         assert_eq!(per_tick.len(), 1000);
         assert!(per_tick.values().all(|n| *n == 10));
+    }
+
+    #[test]
+    fn a_carried_due_time_keeps_the_phase_and_a_passed_one_fires_at_once() {
+        let start = Instant::now();
+        let mut q = TimerQueue::new(start, ms(10));
+        q.add_at(0, ms(1000), start + ms(730));
+        q.add_at(1, ms(1000), start - ms(5));
+        assert_eq!(q.next_due(0).unwrap() - start, ms(730));
+        assert_eq!(q.next_due(1).unwrap(), start);
+        let mut out = Vec::new();
+        q.pop_due(start + ms(735), &mut out);
+        out.sort();
+        assert_eq!(out, [0, 1]);
+        // Then every period from there.
+        assert_eq!(q.next_due(0).unwrap() - start, ms(1730));
+        assert_eq!(q.next_due(1).unwrap() - start, ms(1000));
     }
 
     #[test]

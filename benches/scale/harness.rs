@@ -135,6 +135,27 @@ fn cpu_seconds(pid: u32) -> f64 {
     (utime + stime) / tick
 }
 
+/// CPU seconds per thread name (`/proc/<pid>/task/*/stat`), summed.
+fn thread_cpu_by_name(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let s = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (s.find('('), s.rfind(')')) else {
+            continue;
+        };
+        let name = s[open + 1..close].to_string();
+        let f: Vec<&str> = s[close + 2..].split_whitespace().collect();
+        let t: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *out.entry(name).or_insert(0.0) += t / tick;
+    }
+    out
+}
+
 fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
     s.lines()
@@ -268,6 +289,8 @@ pub struct Report {
     pub bytes_per_probe: f64,
     pub writer_batch_mean: f64,
     pub reload_ms: Option<f64>,
+    /// CPU µs per probe by daemon thread name, in the window.
+    pub threads: Vec<(String, f64)>,
     pub floor_even_us: Option<f64>,
     pub floor_batched_us: Option<f64>,
 }
@@ -350,6 +373,7 @@ pub fn run(o: &Opts) -> Report {
     let t0 = target.start.elapsed().as_micros() as u64;
     let m0 = http_get(admin, "/metrics").unwrap_or_default();
     let cpu0 = cpu_seconds(pid);
+    let th0 = thread_cpu_by_name(pid);
     let w0 = proc_field(pid, "io", "write_bytes:");
     let db0 = db_size(dir.path());
     let mut reload_ms = None;
@@ -374,6 +398,7 @@ pub fn run(o: &Opts) -> Report {
         std::thread::sleep(o.window);
     }
     let cpu1 = cpu_seconds(pid);
+    let th1 = thread_cpu_by_name(pid);
     let w1 = proc_field(pid, "io", "write_bytes:");
     let db1 = db_size(dir.path());
     let m1 = http_get(admin, "/metrics").unwrap_or_default();
@@ -448,6 +473,14 @@ pub fn run(o: &Opts) -> Report {
             0.0
         },
         reload_ms,
+        threads: th1
+            .iter()
+            .map(|(k, v)| {
+                let before = th0.get(k).copied().unwrap_or(0.0);
+                (k.clone(), (v - before) * 1e6 / made_all.max(1) as f64)
+            })
+            .filter(|(_, v)| *v > 0.0)
+            .collect(),
         floor_even_us: None,
         floor_batched_us: None,
     };
@@ -531,6 +564,24 @@ fn floor(addr: SocketAddr, n: usize, rate: f64, window: Duration, batch: Option<
     })
     .join()
     .unwrap()
+}
+
+/// Where the daemon's CPU went, per thread name.
+pub fn threads(reports: &[Report]) -> String {
+    let mut s = String::new();
+    for r in reports {
+        let parts: Vec<String> = r
+            .threads
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1}"))
+            .collect();
+        s.push_str(&format!(
+            "N = {}: CPU µs per probe by thread: {}\n",
+            r.n,
+            parts.join(", ")
+        ));
+    }
+    s
 }
 
 /// The table header and one row per report.

@@ -100,7 +100,9 @@ fn main() {
         );
         let r = harness::run(&o);
         eprint!("{}", harness::table(std::slice::from_ref(&r)));
+        eprint!("{}", harness::threads(std::slice::from_ref(&r)));
         reports.push(r);
     }
     println!("{}", harness::table(&reports));
+    println!("{}", harness::threads(&reports));
 }

@@ -381,6 +381,9 @@ fn parse_raw(
     if !unknown.is_empty() {
         return Err(ConfigErrors(unknown));
     }
+    // The span tree is no longer needed: free it before the second parse,
+    // so the two trees never coexist (the load's peak memory).
+    drop(doc);
     let raw: raw::RawConfig = toml::from_str(text)
         .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
     Ok((raw, spans))

@@ -74,8 +74,12 @@ impl HealthMachine {
 
     /// Feeds one outcome; returns the transition if the health changed.
     pub fn observe(&mut self, outcome: Outcome, at: UnixMs, t: Thresholds) -> Option<Transition> {
+        // `run` and the success count are only compared with the thresholds,
+        // so they stop at the larger one: a steady connection's state stops
+        // changing after a few probes and is no longer rewritten each time.
+        let cap = t.failure.max(t.success).clamp(1, COUNTER_CAP);
         if self.last == Some(outcome) {
-            self.run = self.run.saturating_add(1).min(COUNTER_CAP);
+            self.run = self.run.saturating_add(1).min(cap);
         } else {
             self.last = Some(outcome);
             self.run = 1;
@@ -85,10 +89,7 @@ impl HealthMachine {
                 self.consecutive_failures.saturating_add(1).min(COUNTER_CAP);
             self.consecutive_successes = 0;
         } else if matches!(outcome, Outcome::Online | Outcome::Degraded) {
-            self.consecutive_successes = self
-                .consecutive_successes
-                .saturating_add(1)
-                .min(COUNTER_CAP);
+            self.consecutive_successes = self.consecutive_successes.saturating_add(1).min(cap);
             self.consecutive_failures = 0;
         } else {
             // auth_required / rate_limited: neither a failure nor a success.

@@ -26,6 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Records queued before senders wait (back-pressure on the scheduler).
 pub const QUEUE: usize = 16 * 1024;
+/// While records keep coming, the writer takes them this often rather than
+/// waking for each one (it waits for the first record when idle). It bounds
+/// how long a transition waits before its transaction starts.
+pub const POLL: Duration = Duration::from_millis(20);
 /// Rollup rows are written at most this often (and at each hour's end).
 pub const ROLLUP_FLUSH: Duration = Duration::from_secs(300);
 const HOUR_MS: i64 = 3_600_000;
@@ -284,6 +288,7 @@ async fn run(
     let mut prunes: Vec<(Duration, PruneReply)> = Vec::new();
     let mut open = true;
     let mut last_hour = crate::model::now_ms().div_euclid(HOUR_MS) * HOUR_MS;
+    let mut busy = false;
     while open || !st.backlog.is_empty() {
         // The heartbeat proves the writer loop turns (the watchdog reads it).
         beat.store(crate::model::now_ms(), std::sync::atomic::Ordering::Relaxed);
@@ -291,12 +296,18 @@ async fn run(
             .map_or(next_flush, |r| r.min(next_flush))
             .min(tokio::time::Instant::now() + crate::ops::notify::HEARTBEAT);
         let mut batch = 0u64;
-        tokio::select! {
-            op = rx.recv(), if open => match op {
-                Some(op) => { batch += 1; open = st.accept(op, &mut waiters, &mut prunes); }
-                None => open = false,
-            },
-            _ = tokio::time::sleep_until(wake) => {}
+        if busy && open {
+            // Under load, collect for a moment instead of waking for every
+            // record: the engine's sends then cost no cross-thread wake-up.
+            tokio::time::sleep_until(wake.min(tokio::time::Instant::now() + POLL)).await;
+        } else {
+            tokio::select! {
+                op = rx.recv(), if open => match op {
+                    Some(op) => { batch += 1; open = st.accept(op, &mut waiters, &mut prunes); }
+                    None => open = false,
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+            }
         }
         // Group commit: take everything already queued.
         while open && batch < QUEUE as u64 {
@@ -305,9 +316,14 @@ async fn run(
                     batch += 1;
                     open = st.accept(op, &mut waiters, &mut prunes);
                 }
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
             }
         }
+        busy = batch > 0;
         let now = tokio::time::Instant::now();
         let forced = !open || !waiters.is_empty() || !prunes.is_empty();
         if forced || now >= next_flush {
