@@ -292,6 +292,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Ask::Reload => {}
         }
         notifier.reloading();
+        let t_reload = std::time::Instant::now();
         let new = match Config::load(&config.path) {
             Ok(new) if new.daemon.database != config.daemon.database => Err(format!(
                 "the database path changed ({} -> {}); restart connwatch to move it",
@@ -332,10 +333,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 // Probes and deliveries in flight finish; the writer writes
                 // what it holds, so the new generation reads current state.
+                let t_loaded = t_reload.elapsed();
                 admin.set_engine(None);
                 let s = generation.stop().await;
                 add_stats(&mut stats, s);
+                let t_stopped = t_reload.elapsed();
                 shared.writer.flush().await;
+                let t_flushed = t_reload.elapsed();
                 match Generation::start(&new, &shared).await {
                     Ok(g) => {
                         crate::ops::metrics::metrics()
@@ -343,7 +347,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                             .with_label_values(&["applied"])
                             .inc();
                         admin.apply(&new);
-                        tracing::info!(%summary, "configuration reloaded");
+                        tracing::info!(
+                            %summary,
+                            load_ms = t_loaded.as_millis() as u64,
+                            stop_ms = (t_stopped - t_loaded).as_millis() as u64,
+                            flush_ms = (t_flushed - t_stopped).as_millis() as u64,
+                            start_ms = (t_reload.elapsed() - t_flushed).as_millis() as u64,
+                            "configuration reloaded"
+                        );
                         if let Some(a) = &shared.audit {
                             a.record("config_reload", serde_json::json!({"changes": summary}));
                         }
@@ -410,23 +421,28 @@ fn add_stats(total: &mut EngineStats, s: EngineStats) {
 
 /// "2 added (c, d), 1 removed (b), 1 changed (a)".
 fn changes(old: &Config, new: &Config) -> String {
-    let fingerprint = |c: &crate::config::Connection| {
-        let secrets: Vec<&str> = c.headers.iter().map(|(_, v)| v.expose()).collect();
-        format!("{c:?}{secrets:?}")
-    };
-    let ids = |c: &Config| {
-        c.connections
-            .iter()
-            .map(|k| k.id.clone())
-            .collect::<Vec<_>>()
-    };
-    let (o, n) = (ids(old), ids(new));
-    let added: Vec<&String> = n.iter().filter(|i| !o.contains(i)).collect();
-    let removed: Vec<&String> = o.iter().filter(|i| !n.contains(i)).collect();
-    let changed: Vec<&String> = n
-        .iter()
-        .filter(|i| match (old.connection(i), new.connection(i)) {
-            (Some(a), Some(b)) => fingerprint(a) != fingerprint(b),
+    // By id in maps: a reload of 10,000 connections must not compare every
+    // pair.
+    fn by_id(c: &Config) -> std::collections::HashMap<&str, &crate::config::Connection> {
+        c.connections.iter().map(|k| (k.id.as_str(), k)).collect()
+    }
+    fn ids(c: &Config) -> Vec<&String> {
+        c.connections.iter().map(|k| &k.id).collect()
+    }
+    let (o, n) = (by_id(old), by_id(new));
+    let added: Vec<&String> = ids(new)
+        .into_iter()
+        .filter(|i| !o.contains_key(i.as_str()))
+        .collect();
+    let removed: Vec<&String> = ids(old)
+        .into_iter()
+        .filter(|i| !n.contains_key(i.as_str()))
+        .collect();
+    let changed: Vec<&String> = ids(new)
+        .into_iter()
+        .filter(|i| match (o.get(i.as_str()), n.get(i.as_str())) {
+            // Field by field, header secrets included.
+            (Some(a), Some(b)) => a != b,
             _ => false,
         })
         .collect();

@@ -21,6 +21,8 @@ pub struct Day {
     pub bytes_end: u64,
     pub file_bytes: u64,
     pub seconds: f64,
+    /// Bytes per table and index at the end (SQLite's dbstat), largest first.
+    pub tables: Vec<(String, u64)>,
 }
 
 impl Day {
@@ -104,6 +106,18 @@ pub fn simulate(n: usize, interval: Duration, healthy: f64, hours: u64) -> Day {
         .sync_connections(&metas)
         .unwrap();
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let tables = rusqlite::Connection::open(&path)
+        .and_then(|db| {
+            let mut s =
+                db.prepare("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")?;
+            let rows = s
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>();
+            rows
+        })
+        .unwrap_or_default();
     Day {
         n,
         interval,
@@ -115,6 +129,7 @@ pub fn simulate(n: usize, interval: Duration, healthy: f64, hours: u64) -> Day {
         bytes_end: crate::harness::db_size(dir.path()),
         file_bytes,
         seconds,
+        tables,
     }
 }
 
@@ -134,6 +149,20 @@ pub fn table(days: &[Day]) -> String {
             d.bytes_per_probe(),
             d.file_bytes,
             d.seconds
+        ));
+    }
+    for d in days {
+        let parts: Vec<String> = d
+            .tables
+            .iter()
+            .filter(|(_, b)| *b > 4096)
+            .map(|(t, b)| format!("{t} {:.1} MB", *b as f64 / 1e6))
+            .collect();
+        s.push_str(&format!(
+            "\nN = {}, {:.0} % healthy: {}\n",
+            d.n,
+            d.healthy * 100.0,
+            parts.join(", ")
         ));
     }
     s

@@ -213,7 +213,7 @@ impl Tls {
 }
 
 /// One watched connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Connection {
     pub id: String,
     pub name: Option<String>,

@@ -380,11 +380,16 @@ pub(super) fn validate(
         }
     }
     let conn_ids: HashSet<&str> = connections.iter().map(|c| c.id.as_str()).collect();
+    // id -> parent id: lookups by map, so 10,000 connections load in linear time.
+    let parent_of: std::collections::HashMap<&str, &str> = connections
+        .iter()
+        .filter_map(|k| Some((k.id.as_str(), k.depends_on.as_deref()?)))
+        .collect();
     for (i, c) in raw.connection.iter().enumerate() {
-        let Some(parent) = connections
-            .iter()
-            .find(|k| Some(&k.id) == c.id.as_ref())
-            .and_then(|k| k.depends_on.clone())
+        let Some(parent) =
+            c.id.as_deref()
+                .and_then(|id| parent_of.get(id))
+                .map(|p| p.to_string())
         else {
             continue;
         };
@@ -409,11 +414,8 @@ pub(super) fn validate(
                     );
                     break;
                 }
-                seen.push(p.clone());
-                cur = connections
-                    .iter()
-                    .find(|k| k.id == p)
-                    .and_then(|k| k.depends_on.clone());
+                cur = parent_of.get(p.as_str()).map(|s| s.to_string());
+                seen.push(p);
             }
         }
     }
