@@ -82,7 +82,7 @@ impl Generation {
         let ids: Vec<crate::store::ConnMeta> = config
             .connections
             .iter()
-            .map(crate::store::ConnMeta::of)
+            .map(|c| crate::store::ConnMeta::of(c))
             .collect();
         let known = store.sync_connections(&ids)?;
         drop(store);
@@ -424,7 +424,10 @@ fn changes(old: &Config, new: &Config) -> String {
     // By id in maps: a reload of 10,000 connections must not compare every
     // pair.
     fn by_id(c: &Config) -> std::collections::HashMap<&str, &crate::config::Connection> {
-        c.connections.iter().map(|k| (k.id.as_str(), k)).collect()
+        c.connections
+            .iter()
+            .map(|k| (k.id.as_str(), &**k))
+            .collect()
     }
     fn ids(c: &Config) -> Vec<&String> {
         c.connections.iter().map(|k| &k.id).collect()

@@ -205,7 +205,7 @@ impl Engine {
                 .map(|k| MonitorState::restore(k.state.as_deref(), k.health, k.since))
                 .unwrap_or_default();
             conns.push(Watched {
-                cfg: Arc::new(c.clone()),
+                cfg: Arc::clone(c),
                 id: Arc::from(c.id.as_str()),
                 key: k.map(|k| k.key).unwrap_or(-1),
                 request: Arc::new(prober.request(c)),

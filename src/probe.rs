@@ -75,7 +75,9 @@ pub struct Prober {
 
 impl Prober {
     /// Builds the default client and one per distinct TLS option set.
-    pub fn new(connections: &[Connection]) -> Result<Prober, SetupError> {
+    pub fn new<C: std::ops::Deref<Target = Connection>>(
+        connections: &[C],
+    ) -> Result<Prober, SetupError> {
         let default = base_builder().build().map_err(SetupError::Client)?;
         let mut by_tls = HashMap::new();
         for c in connections {

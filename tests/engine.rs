@@ -54,7 +54,7 @@ async fn run_engine(
     let ids: Vec<_> = cfg
         .connections
         .iter()
-        .map(connwatch::store::ConnMeta::of)
+        .map(|c| connwatch::store::ConnMeta::of(c))
         .collect();
     let known = Store::open(Path::new(&db))
         .unwrap()

@@ -311,7 +311,7 @@ async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Ap
     let db = state.database.clone();
     let text = read(&state, move |s| {
         let now = now_ms();
-        let rows = query::status(s, now).map_err(ApiError::internal)?;
+        let rows = query::health_and_circuit(s).map_err(ApiError::internal)?;
         let depth = outbox::depth(s).map_err(ApiError::internal)?;
         let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len() as i64).unwrap_or(0);
         let mut wal = db.clone().into_os_string();
@@ -319,10 +319,10 @@ async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Ap
         let scrape = crate::ops::metrics::Scrape {
             connections: rows
                 .iter()
-                .map(|r| crate::ops::metrics::ConnGauge {
-                    id: &r.id,
-                    health: &r.health,
-                    circuit: &r.circuit,
+                .map(|(id, health, circuit)| crate::ops::metrics::ConnGauge {
+                    id,
+                    health,
+                    circuit,
                 })
                 .collect(),
             outbox_pending: depth.pending,

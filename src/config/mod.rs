@@ -76,7 +76,8 @@ pub struct Config {
     /// The file it was loaded from (relative paths inside resolve against its folder).
     pub path: PathBuf,
     pub daemon: Daemon,
-    pub connections: Vec<Connection>,
+    /// Shared with the engine (one copy of each in memory).
+    pub connections: Vec<std::sync::Arc<Connection>>,
     pub sinks: Vec<Sink>,
     pub maintenance: Vec<Maintenance>,
     pub sandbox: Option<Sandbox>,
@@ -355,7 +356,7 @@ impl Config {
     }
 
     pub fn connection(&self, id: &str) -> Option<&Connection> {
-        self.connections.iter().find(|c| c.id == id)
+        self.connections.iter().find(|c| c.id == id).map(|c| &**c)
     }
 }
 

@@ -364,7 +364,7 @@ pub(super) fn validate(
     let sinks = sinks(&mut cx, &raw.sink);
     let sink_ids: Vec<String> = sinks.iter().map(|s| s.id.clone()).collect();
     let defaults = raw.defaults.unwrap_or_default();
-    let mut connections = Vec::new();
+    let mut connections = Vec::with_capacity(raw.connection.len());
     let mut seen = HashSet::new();
     for (i, c) in raw.connection.iter().enumerate() {
         let cp = format!("connection[{i}]");
@@ -376,7 +376,7 @@ pub(super) fn validate(
                 );
                 continue;
             }
-            connections.push(conn);
+            connections.push(std::sync::Arc::new(conn));
         }
     }
     let conn_ids: HashSet<&str> = connections.iter().map(|c| c.id.as_str()).collect();

@@ -354,6 +354,22 @@ pub fn history(store: &Store, key: i64, since: UnixMs, limit: usize) -> Result<V
     Ok(items)
 }
 
+/// Id, health and circuit of every configured connection (what `/metrics`
+/// needs; no state is parsed).
+pub fn health_and_circuit(store: &Store) -> Result<Vec<(String, String, String)>> {
+    let p = &store.path;
+    let mut s = store
+        .db
+        .prepare("SELECT id, health, circuit FROM connections WHERE configured = 1 ORDER BY id")
+        .map_err(|e| sq(p, e))?;
+    let rows = s
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(|e| sq(p, e))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| sq(p, e))?;
+    Ok(rows)
+}
+
 /// One hour of one connection's rollup.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Hourly {
