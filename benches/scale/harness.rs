@@ -123,35 +123,36 @@ fn start_target(o: &Opts) -> (SocketAddr, Arc<Target>) {
     (rx.recv_timeout(Duration::from_secs(10)).unwrap(), t)
 }
 
-/// CPU seconds (user + system) of a process, from /proc/<pid>/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = s.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
+/// The command name and CPU seconds (user + system) in a `stat` file of
+/// /proc (a process's or a thread's).
+fn stat_cpu(path: &std::path::Path) -> Option<(String, f64)> {
+    let s = std::fs::read_to_string(path).ok()?;
+    // The name sits in parentheses and may hold spaces; fields follow it.
+    let (open, close) = (s.find('(')?, s.rfind(')')?);
+    let f: Vec<&str> = s.get(close + 2..)?.split_whitespace().collect();
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (utime + stime) / tick
+    Some((s[open + 1..close].to_string(), (utime + stime) / tick))
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    stat_cpu(std::path::Path::new(&format!("/proc/{pid}/stat")))
+        .map(|(_, cpu)| cpu)
+        .unwrap_or(0.0)
 }
 
 /// CPU seconds per thread name (`/proc/<pid>/task/*/stat`), summed.
 fn thread_cpu_by_name(pid: u32) -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
     for e in dir.flatten() {
-        let s = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let (Some(open), Some(close)) = (s.find('('), s.rfind(')')) else {
-            continue;
-        };
-        let name = s[open + 1..close].to_string();
-        let f: Vec<&str> = s[close + 2..].split_whitespace().collect();
-        let t: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        *out.entry(name).or_insert(0.0) += t / tick;
+        if let Some((name, cpu)) = stat_cpu(&e.path().join("stat")) {
+            *out.entry(name).or_insert(0.0) += cpu;
+        }
     }
     out
 }

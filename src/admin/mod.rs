@@ -393,8 +393,7 @@ async fn connection(
     let limit = params.limit.unwrap_or(200).clamp(1, MAX_HISTORY_LIMIT);
     read(&state, move |s| {
         let now = now_ms();
-        let rows = query::status(s, now).map_err(ApiError::internal)?;
-        let Some(row) = rows.into_iter().find(|r| r.id == id) else {
+        let Some(row) = query::status_of(s, now, &id).map_err(ApiError::internal)? else {
             return Err(unknown_connection(&id));
         };
         let from = now - since.as_millis() as UnixMs;

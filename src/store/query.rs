@@ -65,17 +65,26 @@ struct ConnRow {
 
 /// Every configured connection, in id order, as of `now`.
 pub fn status(store: &Store, now: UnixMs) -> Result<Vec<StatusRow>> {
+    status_where(store, now, None)
+}
+
+/// One configured connection's status row, if there is one.
+pub fn status_of(store: &Store, now: UnixMs, id: &str) -> Result<Option<StatusRow>> {
+    Ok(status_where(store, now, Some(id))?.pop())
+}
+
+fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<StatusRow>> {
     let p = &store.path;
     let mut stmt = store
         .db
         .prepare(
             "SELECT key, id, name, health, health_since, circuit, consecutive_failures, state, hold_until,
                     hold_reason, suppressed, sent_health, cadence, interval_ms, depends_on
-             FROM connections WHERE configured = 1 ORDER BY id",
+             FROM connections WHERE configured = 1 AND (?1 IS NULL OR id = ?1) ORDER BY id",
         )
         .map_err(|e| sq(p, e))?;
     let rows: Vec<ConnRow> = stmt
-        .query_map([], |r| {
+        .query_map([id], |r| {
             Ok(ConnRow {
                 key: r.get(0)?,
                 id: r.get(1)?,

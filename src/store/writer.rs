@@ -327,7 +327,7 @@ async fn run(
         let now = tokio::time::Instant::now();
         let forced = !open || !waiters.is_empty() || !prunes.is_empty();
         if forced || now >= next_flush {
-            st.close_runs();
+            st.mark_open_runs_due();
             let states: Vec<(i64, StateRow)> = st.states.drain().collect();
             st.backlog.states.extend(states);
             next_flush = now + history_flush;
@@ -501,7 +501,7 @@ impl State {
 
     /// Open runs that changed are written at the next commit (they stay
     /// open in memory).
-    fn close_runs(&mut self) {
+    fn mark_open_runs_due(&mut self) {
         if self.runs.values().any(|r| r.dirty) {
             self.backlog.open_runs_due = true;
         }

@@ -240,18 +240,7 @@ pub fn contains(hay: &[u8], needle: &str) -> bool {
 /// A plain HTTP/1.0 GET on loopback: (status, body). No client library, so
 /// tests can poll third-party servers from synchronous code.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
+    request(port, "GET", path, &[], Duration::from_secs(5)).map(|(s, _, b)| (s, b))
 }
 
 /// A loopback port that was free a moment ago (for servers whose port must
@@ -271,9 +260,19 @@ pub fn http_req(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Option<(u16, String, String)> {
+    request(port, method, path, headers, Duration::from_secs(10))
+}
+
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Option<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -283,6 +282,6 @@ pub fn http_req(
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((buf.as_str(), ""));
     Some((status, head.to_string(), body.to_string()))
 }
