@@ -51,10 +51,20 @@ struct Watched {
     children: Vec<usize>,
     /// Events are held back until then.
     maintenance_until: Option<UnixMs>,
-    /// What was last handed to the writer, to write only changes.
-    saved: Option<(MonitorState, StateRow)>,
+    /// What was last handed to the writer, to write only changes. Only
+    /// what is compared is kept, not the JSON written.
+    saved: Option<Box<Saved>>,
     /// For each event type, the sinks it goes to (cached).
     routes: HashMap<&'static str, Vec<String>>,
+}
+
+/// The compared parts of the state row last handed to the writer.
+#[derive(PartialEq)]
+struct Saved {
+    state: MonitorState,
+    hold_until: Option<UnixMs>,
+    hold_reason: Option<&'static str>,
+    suppressed: Option<&'static str>,
 }
 
 /// A probe's result on its way back to the engine.
@@ -662,11 +672,11 @@ impl Engine {
         };
         let suppressed = self.suppression(slot, now, true);
         let w = &mut self.conns[slot];
-        if let Some((s, row)) = &w.saved {
-            if *s == w.state
-                && row.hold_until == hold_until
-                && row.hold_reason == hold_reason
-                && row.suppressed == suppressed
+        if let Some(s) = &w.saved {
+            if s.state == w.state
+                && s.hold_until == hold_until
+                && s.hold_reason == hold_reason
+                && s.suppressed == suppressed
             {
                 return None;
             }
@@ -679,7 +689,16 @@ impl Engine {
             suppressed,
             sent_health: w.state.sent.as_str(),
         };
-        w.saved = Some((w.state.clone(), row.clone()));
+        let saved = Saved {
+            state: w.state.clone(),
+            hold_until,
+            hold_reason,
+            suppressed,
+        };
+        match &mut w.saved {
+            Some(s) => **s = saved,
+            None => w.saved = Some(Box::new(saved)),
+        }
         Some(row)
     }
 

@@ -317,14 +317,7 @@ async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Ap
         let mut wal = db.clone().into_os_string();
         wal.push("-wal");
         let scrape = crate::ops::metrics::Scrape {
-            connections: rows
-                .iter()
-                .map(|(id, health, circuit)| crate::ops::metrics::ConnGauge {
-                    id,
-                    health,
-                    circuit,
-                })
-                .collect(),
+            connections: &rows,
             outbox_pending: depth.pending,
             outbox_dead: depth.dead,
             oldest_pending_age_s: depth

@@ -23,6 +23,7 @@ pub use secret::Secret;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -77,7 +78,7 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: Daemon,
     /// Shared with the engine (one copy of each in memory).
-    pub connections: Vec<std::sync::Arc<Connection>>,
+    pub connections: Vec<Arc<Connection>>,
     pub sinks: Vec<Sink>,
     pub maintenance: Vec<Maintenance>,
     pub sandbox: Option<Sandbox>,
@@ -228,7 +229,8 @@ pub struct Connection {
     pub timeout: Duration,
     pub degraded_after: Option<Duration>,
     pub max_body: usize,
-    pub expect: Expect,
+    /// Shared between connections with equal tables.
+    pub expect: Arc<Expect>,
     pub breaker: Breaker,
     pub auth_interval: Duration,
     /// A Retry-After longer than this is cut to this (and logged).
@@ -460,7 +462,7 @@ impl Connection {
             timeout: DEFAULT_TIMEOUT,
             degraded_after: None,
             max_body: DEFAULT_MAX_BODY,
-            expect: Expect::default(),
+            expect: Arc::new(Expect::default()),
             breaker: Breaker::default(),
             auth_interval: DEFAULT_AUTH_INTERVAL,
             retry_after_max: DEFAULT_RETRY_AFTER_MAX,

@@ -22,13 +22,27 @@ fn errors(text: &str) -> Vec<ConfigError> {
 const MIN: &str = "[[connection]]\nid = \"a\"\nurl = \"http://127.0.0.1:1/status\"\n";
 
 #[test]
+fn equal_expect_tables_share_one_copy() {
+    let c = parse(
+        "[[connection]]\nid = \"a\"\nurl = \"http://127.0.0.1:1/a\"\n\
+         [[connection]]\nid = \"b\"\nurl = \"http://127.0.0.1:1/b\"\n\
+         [[connection]]\nid = \"c\"\nurl = \"http://127.0.0.1:1/c\"\nexpect = { json_pointer = \"/state\" }\n",
+    )
+    .unwrap();
+    let k = &c.connections;
+    assert!(Arc::ptr_eq(&k[0].expect, &k[1].expect));
+    assert!(!Arc::ptr_eq(&k[0].expect, &k[2].expect));
+    assert_eq!(k[2].expect.json_pointer.as_deref(), Some("/state"));
+}
+
+#[test]
 fn minimal_config_gets_every_default() {
     let c = parse(MIN).unwrap();
     let k = &c.connections[0];
     assert_eq!(k.cadence, Cadence::Interval(DEFAULT_INTERVAL));
     assert_eq!(k.timeout, DEFAULT_TIMEOUT);
     assert_eq!(k.max_body, DEFAULT_MAX_BODY);
-    assert_eq!(k.expect, Expect::default());
+    assert_eq!(*k.expect, Expect::default());
     assert_eq!(k.breaker, Breaker::default());
     assert_eq!(k.method, reqwest::Method::GET);
     assert_eq!(c.daemon.database, PathBuf::from(DEFAULT_DATABASE));

@@ -13,9 +13,25 @@ struct Ctx<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     base_dir: PathBuf,
     errors: Vec<ConfigError>,
+    /// Distinct `expect` tables seen so far: equal ones share one copy
+    /// (10,000 connections with the default cost one, not 10,000).
+    expects: Vec<Arc<Expect>>,
 }
 
 impl Ctx<'_> {
+    /// `e`, or an equal copy already made. At most 16 distinct tables are
+    /// kept for sharing; the rest are stored on their own.
+    fn shared_expect(&mut self, e: Expect) -> Arc<Expect> {
+        if let Some(same) = self.expects.iter().find(|s| ***s == e) {
+            return same.clone();
+        }
+        let e = Arc::new(e);
+        if self.expects.len() < 16 {
+            self.expects.push(e.clone());
+        }
+        e
+    }
+
     fn err(&mut self, path: &str, msg: impl Into<String>) {
         let e = self
             .loc
@@ -358,6 +374,7 @@ pub(super) fn validate(
         env,
         base_dir,
         errors: Vec::new(),
+        expects: Vec::new(),
     };
 
     let daemon = daemon(&mut cx, raw.daemon.unwrap_or_default());
@@ -533,6 +550,7 @@ pub(super) fn validate_daemon(
         env,
         base_dir: base_dir(path),
         errors: Vec::new(),
+        expects: Vec::new(),
     };
     let d = daemon(&mut cx, raw.daemon.unwrap_or_default());
     if cx.errors.is_empty() {
@@ -907,7 +925,7 @@ fn connection(
         timeout: timeout?,
         degraded_after: degraded_after?,
         max_body: max_body?,
-        expect: expect?,
+        expect: cx.shared_expect(expect?),
         breaker: breaker?,
         auth_interval: auth_interval?,
         retry_after_max: retry_after_max?,

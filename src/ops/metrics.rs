@@ -191,30 +191,16 @@ impl Metrics {
     }
 }
 
-/// One connection's state as exposed per scrape.
-pub struct ConnGauge<'a> {
-    pub id: &'a str,
-    pub health: &'a str,
-    pub circuit: &'a str,
-}
-
 /// The values read at scrape time.
 pub struct Scrape<'a> {
-    pub connections: Vec<ConnGauge<'a>>,
+    /// Id, health and circuit code of each connection
+    /// (`query::health_and_circuit`).
+    pub connections: &'a [(String, &'static str, u8)],
     pub outbox_pending: i64,
     pub outbox_dead: i64,
     pub oldest_pending_age_s: f64,
     pub database_bytes: i64,
     pub uptime_s: f64,
-}
-
-/// The circuit as a number: 0 closed, 1 half-open, 2 open.
-pub fn circuit_code(circuit: &str) -> i64 {
-    match circuit {
-        "open" => 2,
-        "half_open" => 1,
-        _ => 0,
-    }
 }
 
 /// The whole exposition: the process-wide metrics plus `scrape`.
@@ -275,21 +261,21 @@ pub fn render(scrape: &Scrape) -> prometheus::Result<Vec<u8>> {
     line(format_args!(
         "# HELP connwatch_connection_health 1 for each connection's current health (one series per connection).\n# TYPE connwatch_connection_health gauge\n"
     ));
-    for c in &scrape.connections {
+    for (id, health, _) in scrape.connections {
         line(format_args!(
             "connwatch_connection_health{{connection=\"{}\",health=\"{}\"}} 1\n",
-            LabelValue(c.id),
-            LabelValue(c.health)
+            LabelValue(id),
+            LabelValue(health)
         ));
     }
     line(format_args!(
         "# HELP connwatch_connection_circuit_state Circuit breaker per connection: 0 closed, 1 half-open, 2 open.\n# TYPE connwatch_connection_circuit_state gauge\n"
     ));
-    for c in &scrape.connections {
+    for (id, _, circuit) in scrape.connections {
         line(format_args!(
             "connwatch_connection_circuit_state{{connection=\"{}\"}} {}\n",
-            LabelValue(c.id),
-            circuit_code(c.circuit)
+            LabelValue(id),
+            circuit
         ));
     }
     Ok(out)
@@ -322,17 +308,9 @@ mod tests {
         metrics().probe(Outcome::Offline, 0.2);
         metrics().delivery("ops", "done");
         let s = Scrape {
-            connections: vec![
-                ConnGauge {
-                    id: "a\"b",
-                    health: "offline",
-                    circuit: "open",
-                },
-                ConnGauge {
-                    id: "back\\slash\nnewline",
-                    health: "online",
-                    circuit: "closed",
-                },
+            connections: &[
+                ("a\"b".to_string(), "offline", 2),
+                ("back\\slash\nnewline".to_string(), "online", 0),
             ],
             outbox_pending: 3,
             outbox_dead: 0,

@@ -363,16 +363,26 @@ pub fn history(store: &Store, key: i64, since: UnixMs, limit: usize) -> Result<V
     Ok(items)
 }
 
-/// Id, health and circuit of every configured connection (what `/metrics`
-/// needs; no state is parsed).
-pub fn health_and_circuit(store: &Store) -> Result<Vec<(String, String, String)>> {
+/// Id, health and circuit code (0 closed, 1 half-open, 2 open) of every
+/// configured connection: what `/metrics` needs. No state is parsed, and
+/// only the id is copied per row.
+pub fn health_and_circuit(store: &Store) -> Result<Vec<(String, &'static str, u8)>> {
     let p = &store.path;
     let mut s = store
         .db
         .prepare("SELECT id, health, circuit FROM connections WHERE configured = 1 ORDER BY id")
         .map_err(|e| sq(p, e))?;
     let rows = s
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map([], |r| {
+            let health = r.get_ref(1)?.as_str().unwrap_or("");
+            let health = crate::model::Health::parse(health).map_or("unknown", |h| h.as_str());
+            let circuit = match r.get_ref(2)?.as_str().unwrap_or("") {
+                "open" => 2,
+                "half_open" => 1,
+                _ => 0,
+            };
+            Ok((r.get(0)?, health, circuit))
+        })
         .map_err(|e| sq(p, e))?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(|e| sq(p, e))?;
