@@ -67,6 +67,7 @@ struct Generation {
     probe_tx: mpsc::Sender<crate::engine::ProbeNow>,
     engine: JoinHandle<EngineStats>,
     dispatcher: JoinHandle<()>,
+    storage_alarm: JoinHandle<()>,
     sched: JobScheduler,
 }
 
@@ -136,6 +137,11 @@ impl Generation {
         .context("retention job")?;
         sched.add(job).await.context("adding the retention job")?;
         sched.start().await.context("starting the cron scheduler")?;
+        let storage_alarm = tokio::spawn(storage_alarm(
+            shared.writer.trouble(),
+            config.sinks.clone(),
+            shared.audit.clone(),
+        ));
         let engine = tokio::spawn(engine.run(stop_rx));
         tracing::info!(
             connections = config.connections.len(),
@@ -149,6 +155,7 @@ impl Generation {
             probe_tx,
             engine,
             dispatcher,
+            storage_alarm,
             sched,
         })
     }
@@ -158,6 +165,7 @@ impl Generation {
         let _ = self.stop.send(true);
         let stats = self.engine.await.unwrap_or_default();
         let _ = self.dispatcher.await;
+        self.storage_alarm.abort();
         let _ = self.sched.shutdown().await;
         stats
     }
@@ -277,7 +285,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     admin.set_engine(Some(generation.probe_tx.clone()));
     let notifier = Notifier::from_env();
     let mut stats = EngineStats::default();
-    while let Some(ask) = ask_rx.recv().await {
+    let mut lost: Option<String> = None;
+    loop {
+        let ask = tokio::select! {
+            ask = ask_rx.recv() => ask,
+            m = shared.writer.lost() => {
+                lost = Some(m);
+                None
+            }
+        };
+        let Some(ask) = ask else { break };
         match ask {
             Ask::Stop => break,
             Ask::Reopen => {
@@ -406,7 +423,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_batch = wstats.max_batch,
         "stopped"
     );
-    Ok(())
+    match lost {
+        // Exit 1: systemd's Restart=on-failure starts connwatch again, on a
+        // fresh database if the file is gone.
+        Some(m) => Err(anyhow::anyhow!(m)),
+        None => Ok(()),
+    }
 }
 
 fn add_stats(total: &mut EngineStats, s: EngineStats) {
@@ -460,6 +482,58 @@ fn changes(old: &Config, new: &Config) -> String {
         list(&changed),
         new.sinks.len()
     )
+}
+
+/// While the database cannot be written (a full disk, a lock held by
+/// another process), neither can the outbox. So when the writer reports
+/// trouble, a `system.error` goes straight to every sink that takes it: once
+/// per failing streak, one attempt per sink, never stored. Probing goes on,
+/// and the writer holds the results until it can write them.
+async fn storage_alarm(
+    mut trouble: watch::Receiver<Option<String>>,
+    sinks: Vec<crate::config::Sink>,
+    audit: Option<Audit>,
+) {
+    use crate::deliver::sinks::{self, Outgoing};
+    // A streak that began before this generation was already reported.
+    trouble.borrow_and_update();
+    let sinks: Vec<_> = sinks
+        .into_iter()
+        .filter(|s| crate::event::filter_matches(&s.events, "system.error"))
+        .collect();
+    while trouble.changed().await.is_ok() {
+        let Some(error) = trouble.borrow_and_update().clone() else {
+            tracing::info!(component = "writer", "database writable again");
+            continue;
+        };
+        let message = format!(
+            "database writes keep failing; probing goes on and results are held in memory until they can be written: {error}"
+        );
+        if let Some(a) = &audit {
+            a.record("storage_trouble", serde_json::json!({"error": error}));
+        }
+        let now = crate::model::now_ms();
+        let env = crate::event::Envelope::new(
+            "system.error",
+            now,
+            None,
+            serde_json::json!({"component": "database", "message": message}),
+        );
+        let out = Outgoing::unstored(&env);
+        let Ok(client) = sinks::client() else {
+            continue;
+        };
+        for s in &sinks {
+            let r = sinks::send(s, &out, &client, now).await;
+            let sent = matches!(r.verdict, crate::deliver::retry::Verdict::Done);
+            tracing::warn!(
+                sink = %s.id,
+                event_id = %env.id,
+                sent,
+                "system.error about the database sent directly (not stored)"
+            );
+        }
+    }
 }
 
 /// Stores a `system.error` for every sink that takes it and wakes the

@@ -64,14 +64,7 @@ pub async fn test_sink(sink: &Sink) -> AttemptResult {
         serde_json::json!({"previous": "online", "current": "offline", "test": true,
             "error": {"kind": "http_status", "message": "synthetic test event", "http_status": 503}}),
     );
-    let body = serde_json::to_string(&env).unwrap_or_default();
-    let out = Outgoing {
-        id: env.id.clone(),
-        kind: env.kind.clone(),
-        connection_id: env.connection_id.clone(),
-        envelope: serde_json::from_str(&body).unwrap_or_default(),
-        body,
-    };
+    let out = Outgoing::unstored(&env);
     let client = sinks::client().unwrap_or_default();
     sinks::send(sink, &out, &client, crate::model::now_ms()).await
 }

@@ -114,6 +114,30 @@ enum Op {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
+    /// Set (once) when the database file was deleted or replaced under the
+    /// writer: the daemon must exit, since nothing it writes would last.
+    lost: tokio::sync::watch::Receiver<Option<String>>,
+    /// `Some(error)` while writes keep failing (from the [`TROUBLE_AFTER`]th
+    /// failure in a row, or [`TROUBLE_FOR`] after the first failed attempt
+    /// began, until the next commit).
+    trouble: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// Failed writes in a row before the writer reports trouble (a full disk
+/// fails at once: with the backoff, about 1 s of failing).
+pub const TROUBLE_AFTER: u32 = 3;
+/// Or this long after the first failed attempt began (a locked database
+/// fails only after [`super::BUSY_TIMEOUT`] of waiting).
+pub const TROUBLE_FOR: Duration = Duration::from_secs(5);
+
+/// How often the writer checks that the database file is still the one it
+/// opened.
+pub const FILE_CHECK: Duration = Duration::from_secs(1);
+
+/// Device and inode of `path`, if it exists.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Joins the writer thread.
@@ -143,6 +167,8 @@ impl Writer {
     ) -> super::Result<(Writer, WriterJoin)> {
         let store = super::Store::open(path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (lost_tx, lost) = tokio::sync::watch::channel(None);
+        let (trouble_tx, trouble) = tokio::sync::watch::channel(None);
         let path = path.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("connwatch-writer".into())
@@ -151,13 +177,39 @@ impl Writer {
                     .enable_time()
                     .build()
                     .expect("a current-thread runtime");
-                rt.block_on(run(store.db, path, rx, history_flush, wake, beat, audit))
+                let out = Outputs {
+                    notify: wake,
+                    beat,
+                    lost: lost_tx,
+                    trouble: trouble_tx,
+                };
+                rt.block_on(run(store.db, path, rx, history_flush, audit, out))
             })
             .map_err(|source| super::StoreError::Io {
                 path: "writer thread".into(),
                 source,
             })?;
-        Ok((Writer { tx }, WriterJoin(handle)))
+        Ok((Writer { tx, lost, trouble }, WriterJoin(handle)))
+    }
+
+    /// Resolves with a message when the database file was deleted or
+    /// replaced while the writer held it open (the writer has stopped).
+    pub async fn lost(&self) -> String {
+        let mut rx = self.lost.clone();
+        loop {
+            if let Some(m) = rx.borrow_and_update().clone() {
+                return m;
+            }
+            if rx.changed().await.is_err() {
+                // The writer ended without losing the file: never resolves.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Watches write trouble: `Some(error)` while writes keep failing.
+    pub fn trouble(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.trouble.clone()
     }
 
     /// Queues a record; waits if the queue is full.
@@ -260,15 +312,35 @@ struct State {
     audit: Option<crate::ops::audit::Audit>,
 }
 
+/// What the writer tells the rest of the daemon.
+struct Outputs {
+    /// Notified after a commit that wrote deliveries.
+    notify: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// The loop's heartbeat (unix ms).
+    beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The database file was deleted or replaced.
+    lost: tokio::sync::watch::Sender<Option<String>>,
+    /// Writes keep failing.
+    trouble: tokio::sync::watch::Sender<Option<String>>,
+}
+
 async fn run(
     db: Db,
     path: PathBuf,
     mut rx: mpsc::Receiver<Op>,
     history_flush: Duration,
-    notify: Option<std::sync::Arc<tokio::sync::Notify>>,
-    beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
     audit: Option<crate::ops::audit::Audit>,
+    out: Outputs,
 ) -> WriterStats {
+    let Outputs {
+        notify,
+        beat,
+        lost,
+        trouble,
+    } = out;
+    let identity = file_identity(&path);
+    let mut next_check = tokio::time::Instant::now() + FILE_CHECK;
+    let mut streak_start: Option<tokio::time::Instant> = None;
     let mut st = State {
         db,
         path,
@@ -292,9 +364,27 @@ async fn run(
     while open || !st.backlog.is_empty() {
         // The heartbeat proves the writer loop turns (the watchdog reads it).
         beat.store(crate::model::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        // SQLite keeps writing to a deleted or replaced file's old inode, and
+        // every commit would succeed into nothing: check, and stop.
+        if identity.is_some() && tokio::time::Instant::now() >= next_check {
+            next_check = tokio::time::Instant::now() + FILE_CHECK;
+            let now = file_identity(&st.path);
+            if now != identity {
+                let what = if now.is_none() { "deleted" } else { "replaced" };
+                let msg = format!(
+                    "database {} was {what} while connwatch held it open; {} records not written",
+                    st.path.display(),
+                    st.backlog.records.len()
+                );
+                tracing::error!(component = "writer", "{msg}");
+                let _ = lost.send(Some(msg));
+                break;
+            }
+        }
         let wake = retry_at
             .map_or(next_flush, |r| r.min(next_flush))
-            .min(tokio::time::Instant::now() + crate::ops::notify::HEARTBEAT);
+            .min(tokio::time::Instant::now() + crate::ops::notify::HEARTBEAT)
+            .min(next_check);
         let mut batch = 0u64;
         if busy && open {
             // Under load, collect for a moment instead of waking for every
@@ -357,6 +447,7 @@ async fn run(
                 .iter()
                 .any(|e| e.suppressed.is_none() && !e.sinks.is_empty())
         });
+        let attempt = tokio::time::Instant::now();
         match st.write() {
             Ok(rows) => {
                 if deliveries {
@@ -373,6 +464,8 @@ async fn run(
                 }
                 st.failing = 0;
                 retry_at = None;
+                trouble.send_if_modified(|t| t.take().is_some());
+                streak_start = None;
                 st.stats.commits += 1;
                 st.stats.rows += rows;
                 st.stats.max_batch = st.stats.max_batch.max(batch);
@@ -387,6 +480,7 @@ async fn run(
             }
             Err(e) => {
                 st.failing += 1;
+                let since = *streak_start.get_or_insert(attempt);
                 crate::ops::metrics::metrics().writer_failures.inc();
                 crate::ops::metrics::metrics()
                     .writer_failing
@@ -394,6 +488,11 @@ async fn run(
                 st.stats.failed_writes += 1;
                 if st.failing == 1 {
                     tracing::error!(component = "writer", error = %e, "database write failed; keeping the rows and retrying");
+                }
+                if (st.failing >= TROUBLE_AFTER || since.elapsed() >= TROUBLE_FOR)
+                    && trouble.borrow().is_none()
+                {
+                    let _ = trouble.send(Some(e.to_string()));
                 }
                 let backoff =
                     Duration::from_millis(200u64 << st.failing.min(7)).min(Duration::from_secs(30));

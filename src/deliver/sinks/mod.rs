@@ -52,6 +52,21 @@ impl AttemptResult {
 
 /// The HTTP client every delivery uses (the dispatcher's and `sinks test`):
 /// no redirects (a 3xx answer is judged, not followed) and no proxy.
+impl Outgoing {
+    /// An event that was never stored (a test event, or a `system.error`
+    /// about the database itself), ready to send.
+    pub fn unstored(env: &crate::event::Envelope) -> Outgoing {
+        let body = serde_json::to_string(env).unwrap_or_default();
+        Outgoing {
+            id: env.id.clone(),
+            kind: env.kind.clone(),
+            connection_id: env.connection_id.clone(),
+            envelope: serde_json::from_str(&body).unwrap_or_default(),
+            body,
+        }
+    }
+}
+
 pub fn client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
