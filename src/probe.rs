@@ -156,7 +156,12 @@ impl Request {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(128).collect());
-        let mut body = Vec::with_capacity(self.max_body.min(8 * 1024));
+        // Sized from Content-Length when the server sends it (status bodies
+        // are small), so most probes make one small allocation here.
+        let hint = resp
+            .content_length()
+            .map_or(512, |n| n.min(64 * 1024) as usize);
+        let mut body = Vec::with_capacity(hint.min(self.max_body));
         let mut truncated = false;
         loop {
             match resp.chunk().await {
@@ -191,7 +196,9 @@ fn base_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
-            if attempt.previous().len() >= MAX_REDIRECTS
+            // `previous()` holds every URL requested so far, the original one
+            // included: after n redirects it has n + 1 entries.
+            if attempt.previous().len() > MAX_REDIRECTS
                 || !matches!(attempt.url().scheme(), "http" | "https")
             {
                 attempt.stop()
@@ -288,23 +295,7 @@ pub fn transport_error(e: &reqwest::Error) -> ProbeError {
             } else if s.downcast_ref::<rustls::Error>().is_some() {
                 kind = Some(ErrorKind::Tls);
             } else if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                if io
-                    .get_ref()
-                    .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
-                {
-                    kind = Some(ErrorKind::Tls);
-                } else {
-                    use std::io::ErrorKind as K;
-                    kind = Some(match io.kind() {
-                        K::ConnectionRefused
-                        | K::AddrNotAvailable
-                        | K::NetworkUnreachable
-                        | K::HostUnreachable => ErrorKind::Connect,
-                        K::TimedOut => ErrorKind::Timeout,
-                        _ if io.get_ref().is_some_and(|i| i.is::<DnsError>()) => ErrorKind::Dns,
-                        _ => ErrorKind::Io,
-                    });
-                }
+                kind = Some(io_error_kind(io));
             }
         }
         innermost = Some(s.to_string());
@@ -335,6 +326,33 @@ pub fn transport_error(e: &reqwest::Error) -> ProbeError {
     }
 }
 
+/// The kind of an I/O error, looking through I/O errors that wrap I/O
+/// errors: a failed TLS handshake reaches us as `Other(InvalidData(rustls
+/// error))`, and `io::Error::source` skips the wrapped error itself.
+fn io_error_kind(io: &std::io::Error) -> ErrorKind {
+    use std::io::ErrorKind as K;
+    let mut io = io;
+    // Bounded: a few levels are all that real stacks produce.
+    for _ in 0..8 {
+        match io.get_ref() {
+            Some(i) if i.is::<rustls::Error>() => return ErrorKind::Tls,
+            Some(i) if i.is::<DnsError>() => return ErrorKind::Dns,
+            Some(i) => match i.downcast_ref::<std::io::Error>() {
+                Some(inner) => io = inner,
+                None => break,
+            },
+            None => break,
+        }
+    }
+    match io.kind() {
+        K::ConnectionRefused | K::AddrNotAvailable | K::NetworkUnreachable | K::HostUnreachable => {
+            ErrorKind::Connect
+        }
+        K::TimedOut => ErrorKind::Timeout,
+        _ => ErrorKind::Io,
+    }
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -344,4 +362,39 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind as K};
+
+    #[test]
+    fn io_error_kind_looks_through_wrapped_io_errors() {
+        let tls = || rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        // As tokio-rustls makes it, and as it reaches transport_error.
+        assert_eq!(
+            io_error_kind(&Error::new(K::InvalidData, tls())),
+            ErrorKind::Tls
+        );
+        assert_eq!(
+            io_error_kind(&Error::other(Error::new(K::InvalidData, tls()))),
+            ErrorKind::Tls
+        );
+        let dns = DnsError {
+            host: "x.invalid".into(),
+            source: Error::from(K::NotFound),
+        };
+        assert_eq!(io_error_kind(&Error::other(dns)), ErrorKind::Dns);
+        assert_eq!(
+            io_error_kind(&Error::other(Error::from(K::ConnectionRefused))),
+            ErrorKind::Connect
+        );
+        assert_eq!(io_error_kind(&Error::from(K::TimedOut)), ErrorKind::Timeout);
+        assert_eq!(
+            io_error_kind(&Error::from(K::ConnectionReset)),
+            ErrorKind::Io
+        );
+        assert_eq!(io_error_kind(&Error::other("something")), ErrorKind::Io);
+    }
 }

@@ -468,3 +468,130 @@ fn status_page_renders_in_headless_chromium_without_script_errors() {
     }
     assert_eq!(terminate(&mut daemon, Duration::from_secs(15)), Some(0));
 }
+
+/// Online probes of `id` written so far (runs are flushed every second).
+fn online_probes(setup: &Setup, id: &str) -> i64 {
+    rusqlite::Connection::open(setup.db())
+        .unwrap()
+        .query_row(
+            "SELECT coalesce(sum(r.count), 0) FROM probe_runs r
+             JOIN connections c ON c.key = r.conn WHERE c.id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn the_admin_surface_bounds_probed_tokens_big_heads_and_connection_floods() {
+    use std::io::{Read, Write};
+    let addr = scenario_server();
+    let port = free_port();
+    let setup = Setup::new(&format!(
+        "[daemon]\ndatabase = \"cw.db\"\nhistory_flush = \"1s\"\nlisten = \"127.0.0.1:{port}\"\nadmin_token = \"{TOKEN}\"\n\
+         [[connection]]\nid = \"stable\"\nurl = \"http://{addr}/stable\"\ninterval = \"200ms\"\ntimeout = \"1s\"\n"
+    ));
+    let mut daemon = setup.spawn_daemon(&[]);
+    wait_ready(port, &setup);
+
+    // Tokens that share ever longer prefixes with the real one, differ in
+    // case or length: all refused alike.
+    let n = TOKEN.len();
+    let mut near: Vec<String> = [1, n / 2, n - 1]
+        .iter()
+        .map(|k| TOKEN[..*k].to_string())
+        .collect();
+    near.push(format!("{}X", &TOKEN[..n - 1]));
+    near.push(format!("{TOKEN}X"));
+    near.push(TOKEN.to_uppercase());
+    near.push(format!("{TOKEN} x"));
+    for t in &near {
+        let (s, v) = call(port, "POST", "/api/v1/connections/stable/probe", Some(t));
+        assert_eq!((s, error_code(&v)), (401, "unauthorized"), "token {t:?}");
+    }
+    let (s, _) = call(
+        port,
+        "POST",
+        "/api/v1/connections/stable/probe",
+        Some(TOKEN),
+    );
+    assert!(s == 202 || s == 409, "the right token: {s}");
+
+    // A request head over 16 KiB, or with more than 64 headers: refused
+    // (431/414) or cut off, never served.
+    let long = format!("/api/v1/connections/{}", "a".repeat(20_000));
+    let big = http_req(port, "GET", &long, &[]).map(|r| r.0);
+    assert!(matches!(big, None | Some(414) | Some(431)), "{big:?}");
+    let names: Vec<String> = (0..100).map(|i| format!("X-H{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|h| (h.as_str(), "1")).collect();
+    let r = http_req(port, "GET", "/healthz", &many).map(|r| r.0);
+    assert!(matches!(r, None | Some(431)), "{r:?}");
+
+    // A flood of silent connections: at most 64 are held, the rest closed
+    // at once; the held ones are dropped when the head deadline (5 s)
+    // passes. Probing goes on meanwhile.
+    let before = online_probes(&setup, "stable");
+    let t0 = std::time::Instant::now();
+    let socks: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // Whether the server closed (or answered and closed) the connection.
+    let closed = |s: &std::net::TcpStream, wait: Duration| -> bool {
+        s.set_read_timeout(Some(wait)).unwrap();
+        let mut b = [0u8; 256];
+        let mut r = s;
+        // Any bytes (a 408, say) or the end of the stream: the server acted.
+        match r.read(&mut b) {
+            Ok(0) | Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let shut_at_once = socks
+        .iter()
+        .filter(|s| closed(s, Duration::from_millis(50)))
+        .count();
+    assert!(
+        shut_at_once >= 36,
+        "only {shut_at_once} of 100 silent connections were refused at once"
+    );
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(t0.elapsed()));
+    let still_open = socks
+        .iter()
+        .filter(|s| !closed(s, Duration::from_millis(1_000)))
+        .count();
+    assert_eq!(
+        still_open, 0,
+        "silent connections outlived the head deadline"
+    );
+    // One that trickles its head also gets cut at the deadline.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let t1 = std::time::Instant::now();
+    let mut cut = false;
+    for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        .iter()
+        .cycle()
+        .take(20)
+    {
+        if slow.write_all(&[*b]).is_err() || closed(&slow, Duration::from_millis(400)) {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a head trickled for 8 s was never cut");
+    assert!(t1.elapsed() < Duration::from_secs(9));
+    drop(socks);
+    // Served again, and the connection was probed throughout (every 200 ms).
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let probed = online_probes(&setup, "stable") - before;
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(
+        probed as f64 >= secs / 0.2 * 0.6,
+        "only {probed} probes in {secs:.1} s during the flood"
+    );
+    assert_eq!(terminate(&mut daemon, Duration::from_secs(15)), Some(0));
+}

@@ -1,6 +1,7 @@
 //! Secrets (header values, URL credentials and secret-looking query values,
-//! sink secrets and routing keys) never appear in the database, the logs (at
-//! trace level) or the output of any command.
+//! sink secrets and routing keys, the admin token) never appear in the
+//! database, the logs (at trace level), the audit log, the output of any
+//! command, the admin API's answers or the status page.
 
 mod common;
 use common::*;
@@ -12,16 +13,25 @@ const USERINFO_SECRET: &str = "pw-SECRET-99f0";
 const ROUTING_KEY: &str = "pd-SECRET-31c4";
 // base64 of "sink-SECRET-webhook-key"
 const WEBHOOK_SECRET: &str = "whsec_c2luay1TRUNSRVQtd2ViaG9vay1rZXk=";
+const ADMIN_TOKEN: &str = "adm-SECRET-0c1d2e3f4a5b";
 
 #[test]
 fn no_secret_leaks_anywhere() {
     let addr = scenario_server();
+    let port = free_port();
+    // The token comes from a file outside the scanned directory (as with
+    // systemd's LoadCredential=).
+    let creds = tempfile::tempdir().unwrap();
+    let token_file = creds.path().join("admin.token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
     let setup = Setup::new(&format!(
         r#"
 [daemon]
 database = "cw.db"
 history_flush = "1s"
 audit_log = "audit.jsonl"
+listen = "127.0.0.1:{port}"
+admin_token_file = "{}"
 
 [defaults]
 interval = "1s"
@@ -51,7 +61,8 @@ id = "pager"
 kind = "pagerduty"
 routing_key = "${{CW_PD_KEY}}"
 url = "http://{addr}/pd"
-"#
+"#,
+        token_file.display()
     ));
     let env = [
         ("CW_TEST_TOKEN", HEADER_SECRET),
@@ -82,6 +93,8 @@ url = "http://{addr}/pd"
         vec!["probe", "auth"],
         vec!["probe", "userinfo", "--json"],
         vec!["probe", "dead"],
+        vec!["events"],
+        vec!["events", "--json"],
     ] {
         let out = setup.cmd_env(&args, &env);
         assert!(
@@ -91,6 +104,34 @@ url = "http://{addr}/pd"
         );
         outputs.extend(out.stdout);
         outputs.extend(out.stderr);
+    }
+    // The admin API and the status page, read with the token, and the
+    // mutating routes with the right, a wrong and a near-miss token.
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let near = format!("Bearer {}", &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]);
+    for (method, path, auth) in [
+        ("GET", "/", bearer.as_str()),
+        ("GET", "/metrics", bearer.as_str()),
+        ("GET", "/readyz", ""),
+        ("GET", "/api/v1/connections", bearer.as_str()),
+        ("GET", "/api/v1/connections/auth", bearer.as_str()),
+        ("GET", "/api/v1/connections/userinfo", bearer.as_str()),
+        ("GET", "/api/v1/connections/dead", bearer.as_str()),
+        ("GET", "/api/v1/events?limit=500", bearer.as_str()),
+        ("POST", "/api/v1/connections/auth/probe", bearer.as_str()),
+        ("POST", "/api/v1/connections/auth/probe", near.as_str()),
+        ("POST", "/api/v1/connections/auth/probe", "Bearer wrong"),
+    ] {
+        let headers: Vec<(&str, &str)> = if auth.is_empty() {
+            vec![]
+        } else {
+            vec![("Authorization", auth)]
+        };
+        let (code, head, body) = http_req(port, method, path, &headers)
+            .unwrap_or_else(|| panic!("{method} {path}: no answer"));
+        assert!(code < 500, "{method} {path}: {code} {body}");
+        outputs.extend(head.into_bytes());
+        outputs.extend(body.into_bytes());
     }
     // An error path: a bad header value built from the secret.
     let bad = Setup::new("[[connection]]\nid = \"a\"\nurl = \"http://127.0.0.1:9/\"\nheaders = { A = \"${CW_TEST_TOKEN}\\n\" }\n");
@@ -117,6 +158,7 @@ url = "http://{addr}/pd"
         ROUTING_KEY,
         WEBHOOK_SECRET,
         "c2luay1TRUNSRVQ",
+        ADMIN_TOKEN,
     ] {
         assert!(
             !contains(&files, secret),
@@ -131,4 +173,8 @@ url = "http://{addr}/pd"
     let outs = String::from_utf8_lossy(&outputs);
     assert!(outs.contains("api_key=***"), "{outs}");
     assert!(outs.contains("page=1"));
+    assert!(outs.contains("svc:***@") || outs.contains("***@"), "{outs}");
+    // The API answered (rows for every connection, the page rendered).
+    assert!(outs.contains("\"id\":\"userinfo\""), "{outs}");
+    assert!(outs.contains("<html"), "status page");
 }

@@ -45,6 +45,17 @@ pub const MAX_HISTORY_LIMIT: usize = 10_000;
 pub const MAX_EVENTS_LIMIT: usize = 10_000;
 /// Request bodies are refused past this (no route reads a body).
 pub const MAX_BODY: usize = 1024;
+/// Connections served at once; a connection beyond them is closed at once,
+/// so no client can take more than this many file descriptors.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send its whole request head within this (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Every request is answered within this (503 `timeout` otherwise).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest request head (request line and headers): a longer one gets 431.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most request headers.
+pub const MAX_HEADERS: usize = 64;
 
 /// What the admin server shares with the rest of the daemon. The parts a
 /// reload changes (token, engine handle, sinks) are swapped in place.
@@ -105,14 +116,81 @@ impl AdminState {
 }
 
 /// Serves until `shutdown` resolves.
+/// Serves the admin API until `shutdown`. hyper directly rather than
+/// `axum::serve`, for the limits that one does not set: connections at once,
+/// a deadline for the request head, head size and header count, and a
+/// deadline per request.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let app = router(state);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "admin API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let app = app.clone();
+                async move {
+                    let req = req.map(axum::body::Body::new);
+                    match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(req)).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "timeout",
+                            "the request took too long",
+                        )
+                        .into_response()),
+                    }
+                }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .max_headers(MAX_HEADERS);
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(6), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
