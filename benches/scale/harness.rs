@@ -39,6 +39,9 @@ pub struct Opts {
     pub floor: bool,
     /// The `connwatch` binary.
     pub bin: PathBuf,
+    /// Add a webhook sink that answers after this long (every event goes
+    /// to it; the outbox backs up on disk).
+    pub sink_delay: Option<Duration>,
 }
 
 impl Opts {
@@ -55,6 +58,7 @@ impl Opts {
             reload: false,
             floor: true,
             bin,
+            sink_delay: None,
         }
     }
 }
@@ -67,6 +71,16 @@ struct Target {
     slow_pct: usize,
     slow: Duration,
     requests: AtomicU64,
+    sink_delay: Duration,
+    /// Webhook deliveries answered.
+    hooks: AtomicU64,
+}
+
+/// The slow sink: answers 200 after `sink_delay`.
+async fn hook(State(t): State<Arc<Target>>) -> StatusCode {
+    tokio::time::sleep(t.sink_delay).await;
+    t.hooks.fetch_add(1, Ordering::Relaxed);
+    StatusCode::OK
 }
 
 async fn status(State(t): State<Arc<Target>>, Path(i): Path<usize>) -> (StatusCode, &'static str) {
@@ -100,10 +114,13 @@ fn start_target(o: &Opts) -> (SocketAddr, Arc<Target>) {
         slow_pct: o.slow_pct,
         slow: o.slow,
         requests: AtomicU64::new(0),
+        sink_delay: o.sink_delay.unwrap_or_default(),
+        hooks: AtomicU64::new(0),
     });
     let app = Router::new()
         .route("/c/{i}", get(status))
         .route("/floor/{i}", get(floor_status))
+        .route("/hook", axum::routing::post(hook))
         .with_state(Arc::clone(&t));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -294,6 +311,9 @@ pub struct Report {
     pub threads: Vec<(String, f64)>,
     pub floor_even_us: Option<f64>,
     pub floor_batched_us: Option<f64>,
+    /// With a slow sink: deliveries answered, events stored, and the
+    /// outbox's pending deliveries at the end of the window.
+    pub sink: Option<(u64, u64, u64)>,
 }
 
 /// The database's logical size: pages in use × page size, read through
@@ -335,6 +355,11 @@ pub fn run(o: &Opts) -> Report {
     for i in 0..o.n {
         cfg.push_str(&format!(
             "[[connection]]\nid = \"c{i}\"\nurl = \"http://{addr}/c/{i}\"\n"
+        ));
+    }
+    if o.sink_delay.is_some() {
+        cfg.push_str(&format!(
+            "[[sink]]\nid = \"slow\"\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\n"
         ));
     }
     let cfg_path = dir.path().join("bench.toml");
@@ -484,6 +509,21 @@ pub fn run(o: &Opts) -> Report {
             .collect(),
         floor_even_us: None,
         floor_batched_us: None,
+        sink: o.sink_delay.map(|_| {
+            let count = |sql: &str| -> u64 {
+                rusqlite::Connection::open_with_flags(
+                    dir.path().join("bench.db"),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .and_then(|db| db.query_row(sql, [], |r| r.get::<_, i64>(0)))
+                .unwrap_or(0) as u64
+            };
+            (
+                target.hooks.load(Ordering::Relaxed),
+                count("SELECT count(*) FROM events"),
+                count("SELECT count(*) FROM deliveries WHERE state = 'pending'"),
+            )
+        }),
     };
     if o.floor {
         let rate = o.n as f64 / o.interval.as_secs_f64();
@@ -581,6 +621,12 @@ pub fn threads(reports: &[Report]) -> String {
             r.n,
             parts.join(", ")
         ));
+        if let Some((hooks, events, pending)) = r.sink {
+            s.push_str(&format!(
+                "N = {}: slow sink: {hooks} deliveries answered, {events} events stored, {pending} deliveries pending at the end\n",
+                r.n
+            ));
+        }
     }
     s
 }

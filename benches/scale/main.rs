@@ -34,6 +34,9 @@ struct Args {
     /// Send SIGHUP halfway through the window and time the reload.
     #[arg(long)]
     reload: bool,
+    /// Add a webhook sink that answers after this long (e.g. 2s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    sink_delay: Option<Duration>,
     /// Skip the bare-client floor.
     #[arg(long)]
     no_floor: bool,
@@ -94,6 +97,7 @@ fn main() {
         o.slow_pct = a.slow;
         o.reload = a.reload;
         o.floor = !a.no_floor;
+        o.sink_delay = a.sink_delay;
         eprintln!(
             "running N = {n}, interval {:?}, warm-up {:?}, window {:?} ...",
             a.interval, a.warmup, a.window

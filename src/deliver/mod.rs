@@ -203,6 +203,20 @@ impl Dispatcher {
     /// returns when the next pending one falls due.
     async fn dispatch_due(&mut self) -> Option<UnixMs> {
         let now = now_ms();
+        // Only as many deliveries start as each sink has free slots: with a
+        // slow sink and a deep outbox, the rest stay on disk instead of
+        // waiting in memory as tasks, and when no sink has room the outbox
+        // is not even read (a finished attempt wakes the loop).
+        let mut free: HashMap<String, usize> =
+            self.sinks.keys().map(|k| (k.clone(), PER_SINK)).collect();
+        for (_, sink) in &self.in_flight {
+            if let Some(f) = free.get_mut(sink) {
+                *f = f.saturating_sub(1);
+            }
+        }
+        if free.values().all(|f| *f == 0) && !self.sinks.is_empty() {
+            return None;
+        }
         let in_flight = self.in_flight.clone();
         let db = Arc::clone(&self.db);
         let scan = tokio::task::spawn_blocking(move || {
@@ -210,6 +224,7 @@ impl Dispatcher {
                 &db.lock().unwrap_or_else(|e| e.into_inner()),
                 now,
                 &in_flight,
+                free,
             )
         })
         .await
@@ -596,6 +611,7 @@ fn pending_heads(
     db: &Db,
     now: UnixMs,
     in_flight: &HashSet<(i64, String)>,
+    mut free: HashMap<String, usize>,
 ) -> rusqlite::Result<(Vec<Due>, Option<UnixMs>, usize)> {
     let mut s = db.prepare_cached(
         "SELECT d.event, d.sink, d.next_at, e.conn FROM deliveries d JOIN events e ON e.seq = d.event
@@ -616,7 +632,16 @@ fn pending_heads(
             continue;
         }
         if next_at <= now {
-            heads.push((event, sink));
+            // A sink no longer configured has no entry: its deliveries are
+            // started, and finished as dead.
+            match free.get_mut(&sink) {
+                Some(0) => {}
+                Some(f) => {
+                    *f -= 1;
+                    heads.push((event, sink));
+                }
+                None => heads.push((event, sink)),
+            }
         } else {
             next = Some(next.map_or(next_at, |n| n.min(next_at)));
         }
