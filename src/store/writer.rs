@@ -11,7 +11,10 @@
 //! outbox guarantee of PRODUCT §5).
 //!
 //! A failed write (disk full, database locked) keeps its rows and is retried
-//! with backoff; nothing already accepted is dropped.
+//! with backoff. Nothing already accepted is dropped, with one bound: while
+//! writes fail and more than [`MAX_HELD`] records wait, the records that are
+//! only a failed probe's detail (no transition, event or state) are dropped
+//! and counted. Their hourly rollup counts are kept.
 
 use super::sq;
 use crate::event::Envelope;
@@ -98,7 +101,13 @@ pub struct WriterStats {
     pub rows: u64,
     pub max_batch: u64,
     pub failed_writes: u64,
+    /// Failed probes' detail dropped while writes failed (see [`MAX_HELD`]).
+    pub dropped_probes: u64,
 }
+
+/// Records held while writes fail before plain probe records are dropped
+/// (about 300 bytes each: some 30 MB).
+pub const MAX_HELD: usize = 100_000;
 
 type PruneReply = oneshot::Sender<super::Result<super::retention::Pruned>>;
 
@@ -308,6 +317,8 @@ struct State {
     stats: WriterStats,
     /// Consecutive failed writes (for backoff and to log once per streak).
     failing: u32,
+    /// Held records at which plain probe records are dropped next.
+    compact_at: usize,
     /// Transitions and events are audited once committed.
     audit: Option<crate::ops::audit::Audit>,
 }
@@ -350,6 +361,7 @@ async fn run(
         backlog: Backlog::default(),
         stats: WriterStats::default(),
         failing: 0,
+        compact_at: MAX_HELD,
         audit,
     };
     let start = tokio::time::Instant::now();
@@ -464,6 +476,7 @@ async fn run(
                 }
                 st.failing = 0;
                 retry_at = None;
+                st.compact_at = MAX_HELD;
                 trouble.send_if_modified(|t| t.take().is_some());
                 streak_start = None;
                 st.stats.commits += 1;
@@ -583,10 +596,32 @@ impl State {
             } else {
                 self.states.remove(&rec.conn);
             }
+            if self.failing > 0 && self.backlog.records.len() >= self.compact_at {
+                self.drop_probe_detail();
+            }
             self.backlog.records.push(rec);
         } else if let Some(state) = rec.state.take() {
             self.states.insert(rec.conn, state);
         }
+    }
+
+    /// Writes keep failing and too much is held: drops the records that
+    /// are only a failed probe's detail. Transitions, events and states stay.
+    fn drop_probe_detail(&mut self) {
+        let before = self.backlog.records.len();
+        self.backlog
+            .records
+            .retain(|r| r.transition.is_some() || !r.events.is_empty() || r.state.is_some());
+        let dropped = before - self.backlog.records.len();
+        self.stats.dropped_probes += dropped as u64;
+        // What stays may itself be many: compact again only when it doubles.
+        self.compact_at = MAX_HELD.max(self.backlog.records.len() * 2);
+        tracing::warn!(
+            component = "writer",
+            dropped,
+            held = self.backlog.records.len(),
+            "database still not writable: dropped the detail of {dropped} failed probes held in memory (transitions, events, states and hourly counts are kept)"
+        );
     }
 
     /// Runs queued retention requests (after the backlog was committed).
@@ -899,6 +934,53 @@ mod tests {
             sinks: sinks.iter().map(|s| s.to_string()).collect(),
             suppressed,
         }
+    }
+
+    #[test]
+    fn while_writes_fail_plain_probe_detail_is_dropped_beyond_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cw.db");
+        let db = super::super::Store::open(&path).unwrap().db;
+        let mut st = State {
+            db,
+            path,
+            runs: HashMap::new(),
+            rollups: HashMap::new(),
+            states: HashMap::new(),
+            backlog: Backlog::default(),
+            stats: WriterStats::default(),
+            failing: 1,
+            compact_at: MAX_HELD,
+            audit: None,
+        };
+        let mut first = rec(1, 1, Outcome::Offline);
+        first.transition = Some((
+            Transition {
+                previous: Health::Is(Outcome::Online),
+                current: Health::Is(Outcome::Offline),
+                at: 1,
+            },
+            3,
+        ));
+        first.events = vec![event(&["s"], None)];
+        st.accept_record(first);
+        let n = MAX_HELD + 10;
+        for i in 0..n {
+            let mut r = rec(1, 10 + i as i64, Outcome::Offline);
+            if i == 5 {
+                r.state = Some(state("changed"));
+            }
+            st.accept_record(r);
+        }
+        // Dropped once, at the bound: the transition and the state change
+        // stay, and so do the records that came after.
+        assert_eq!(st.stats.dropped_probes, MAX_HELD as u64 - 2);
+        assert_eq!(st.backlog.records.len(), n + 1 - (MAX_HELD - 2));
+        assert!(st.backlog.records[0].transition.is_some());
+        assert!(st.backlog.records[1].state.is_some());
+        // Every probe still counts in the hourly rollup.
+        let counted: i64 = st.rollups.values().map(|a| a.count).sum();
+        assert_eq!(counted, n as i64 + 1);
     }
 
     #[tokio::test(flavor = "current_thread")]
