@@ -171,8 +171,9 @@ fn classify_answer(
         .and_then(Value::as_str)
         .map(str::to_ascii_lowercase);
     if status == 401 || status == 403 {
+        // The code is the endpoint's text: cut it, as the status value is.
         let message = match &code {
-            Some(c) => format!("HTTP {status}, {c}"),
+            Some(c) => format!("HTTP {status}, {}", c.chars().take(64).collect::<String>()),
             None => format!("HTTP {status}"),
         };
         return done(

@@ -308,6 +308,17 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
             "cron expression {expr:?} has {n} fields; connwatch wants 6, seconds first (e.g. \"0 */5 * * * *\")"
         ));
     }
+    // croner reads an empty list item ("," or "1,,2") as matching nothing:
+    // the schedule would never fire, and finding its next time searches
+    // thousands of years (seconds to minutes of CPU).
+    if let Some(f) = expr
+        .split_whitespace()
+        .find(|f| f.split(',').any(str::is_empty))
+    {
+        return Err(format!(
+            "invalid cron expression {expr:?}: field {f:?} has an empty list item"
+        ));
+    }
     croner::Cron::new(expr)
         .with_seconds_required()
         .with_dom_and_dow()
