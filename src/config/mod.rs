@@ -363,13 +363,28 @@ impl Config {
 }
 
 fn read(path: &Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(path).map_err(|e| {
+    let fail = |line: usize, column: usize, message: String| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read configuration file: {e}"),
+            line,
+            column,
+            message,
         }])
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| fail(0, 0, format!("cannot read configuration file: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        // Where the first bad byte is, so it can be found and fixed.
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        fail(
+            line,
+            column,
+            "not UTF-8 text: the configuration must be UTF-8 (is it another encoding, or binary?)"
+                .to_string(),
+        )
     })
 }
 

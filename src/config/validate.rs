@@ -618,10 +618,17 @@ fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon) -> Daemon {
         .ok()
         .flatten()
         .and_then(|t| {
-            if t.len() < 16 {
+            if t.chars().count() < 16 {
                 cx.err(
                     "daemon.admin_token",
                     "too short: use at least 16 characters (e.g. `openssl rand -hex 32`)",
+                );
+                None
+            } else if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                // A client cannot send it back intact in a header.
+                cx.err(
+                    "daemon.admin_token",
+                    "must not contain spaces or control characters (e.g. `openssl rand -hex 32`)",
                 );
                 None
             } else {
@@ -666,6 +673,22 @@ fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon) -> Daemon {
     };
     let log_level = match &d.log_level {
         None => "info".to_string(),
+        // Levels and targets only: the filter syntax also takes span-field
+        // regexes, which can cost exponential time and memory to build.
+        Some(l)
+            if !l
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_:=,.-".contains(c)) =>
+        {
+            cx.err(
+                "daemon.log_level",
+                format!(
+                    "invalid log level {l:?}: only levels and targets are allowed \
+                     (letters, digits and `_ : = , . -`); e.g. \"info\" or \"connwatch=debug\""
+                ),
+            );
+            "info".into()
+        }
         Some(l) => match tracing_subscriber::EnvFilter::try_new(l) {
             Ok(_) => l.clone(),
             Err(e) => {
