@@ -352,18 +352,7 @@ async fn run(
     let identity = file_identity(&path);
     let mut next_check = tokio::time::Instant::now() + FILE_CHECK;
     let mut streak_start: Option<tokio::time::Instant> = None;
-    let mut st = State {
-        db,
-        path,
-        runs: HashMap::new(),
-        rollups: HashMap::new(),
-        states: HashMap::new(),
-        backlog: Backlog::default(),
-        stats: WriterStats::default(),
-        failing: 0,
-        compact_at: MAX_HELD,
-        audit,
-    };
+    let mut st = State::new(db, path, audit);
     let start = tokio::time::Instant::now();
     let mut next_flush = start + history_flush;
     let mut next_rollup = start + ROLLUP_FLUSH;
@@ -529,6 +518,21 @@ async fn run(
 }
 
 impl State {
+    fn new(db: Db, path: PathBuf, audit: Option<crate::ops::audit::Audit>) -> State {
+        State {
+            db,
+            path,
+            runs: HashMap::new(),
+            rollups: HashMap::new(),
+            states: HashMap::new(),
+            backlog: Backlog::default(),
+            stats: WriterStats::default(),
+            failing: 0,
+            compact_at: MAX_HELD,
+            audit,
+        }
+    }
+
     /// Takes one op; returns false when the writer is asked to close.
     fn accept(
         &mut self,
@@ -941,18 +945,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cw.db");
         let db = super::super::Store::open(&path).unwrap().db;
-        let mut st = State {
-            db,
-            path,
-            runs: HashMap::new(),
-            rollups: HashMap::new(),
-            states: HashMap::new(),
-            backlog: Backlog::default(),
-            stats: WriterStats::default(),
-            failing: 1,
-            compact_at: MAX_HELD,
-            audit: None,
-        };
+        let mut st = State::new(db, path, None);
+        st.failing = 1;
         let mut first = rec(1, 1, Outcome::Offline);
         first.transition = Some((
             Transition {
