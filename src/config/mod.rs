@@ -402,14 +402,69 @@ fn parse_raw(
     // The span tree is no longer needed: free it before the second parse,
     // so the two trees never coexist (the load's peak memory).
     drop(doc);
-    let raw: raw::RawConfig = toml::from_str(text)
-        .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+        // The syntax was checked above: this is a value of the wrong type.
+        let key = e.span().and_then(|s| spans.path_at(&s));
+        let m = type_message(e.message());
+        let m = match key {
+            Some(k) => format!("{k}: {m}"),
+            None => m,
+        };
+        ConfigErrors(vec![loc.error(e.span(), m)])
+    })?;
     Ok((raw, spans))
 }
 
+/// A TOML syntax error on one line.
 fn toml_message(m: &str) -> String {
-    let m = m.trim();
-    format!("invalid TOML: {m}")
+    let m: Vec<&str> = m.trim().lines().map(str::trim).collect();
+    format!("invalid TOML: {}", m.join("; "))
+}
+
+/// serde's type error in the words of a configuration file.
+fn type_message(m: &str) -> String {
+    let mut m = m
+        .trim()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    for (rust, plain) in [
+        ("expected i64", "expected an integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected f64", "expected a number"),
+        (
+            "expected a sequence",
+            "expected an array (a list of tables is written `[[name]]`)",
+        ),
+        ("expected a map", "expected a table"),
+        ("invalid type: map", "invalid type: a table"),
+        ("invalid type: sequence", "invalid type: an array"),
+    ] {
+        m = m.replace(rust, plain);
+    }
+    // "invalid length 2, expected struct RawBreaker with 8 elements": an
+    // array where a table belongs.
+    if let (Some(i), true) = (m.find("expected struct "), m.contains(" elements")) {
+        m = format!("{}expected a table", &m[..i]);
+    }
+    // "invalid type: X, expected Y" reads better as "expected Y, found X".
+    if let Some((found, expected)) = m
+        .strip_prefix("invalid type: ")
+        .and_then(|r| r.split_once(", expected "))
+    {
+        return format!("expected {expected}, found {found}");
+    }
+    if let Some((n, expected)) = m
+        .strip_prefix("invalid length ")
+        .and_then(|r| r.split_once(", expected "))
+    {
+        return format!("expected {expected}, found an array of {n}");
+    }
+    m
 }
 
 /// A URL fit for logs and pages: userinfo removed, and the values of query

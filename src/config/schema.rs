@@ -182,6 +182,16 @@ pub struct Spans {
 }
 
 impl Spans {
+    /// The key path whose value is the narrowest one holding `span` (to
+    /// name the key in an error that only has a position).
+    pub fn path_at(&self, span: &Range<usize>) -> Option<&str> {
+        self.values
+            .iter()
+            .filter(|(_, r)| r.start <= span.start && span.end <= r.end)
+            .min_by_key(|(_, r)| r.end - r.start)
+            .map(|(p, _)| p.as_str())
+    }
+
     /// The value's span, else its key's, else the nearest parent's.
     pub fn of(&self, path: &str) -> Option<Range<usize>> {
         let mut p = path;

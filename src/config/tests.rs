@@ -123,7 +123,7 @@ fn bad_configs_name_line_and_problem() {
         ("unknown nested key", &format!("{MIN}breaker = {{ failure_treshold = 3 }}\n"), 4, &["`failure_treshold`", "connection.breaker", "`failure_threshold`"]),
         ("unknown key, no suggestion", &format!("{MIN}zzzzzz = 1\n"), 4, &["unknown key `zzzzzz`"]),
         ("id in defaults", "[defaults]\nid = \"x\"\n", 2, &["unknown key `id` in [defaults]"]),
-        ("wrong type", &format!("{MIN}timeout = 5\n"), 4, &["invalid TOML", "string"]),
+        ("wrong type", &format!("{MIN}timeout = 5\n"), 4, &["connection[0].timeout: expected a string", "found integer"]),
         ("bad duration", &format!("{MIN}interval = \"5 parsecs\"\n"), 4, &["connection[0].interval", "invalid duration"]),
         ("duration without unit", &format!("{MIN}timeout = \"30\"\n"), 4, &["no unit"]),
         ("interval too short", &format!("{MIN}interval = \"10ms\"\n"), 4, &["out of range"]),
