@@ -125,6 +125,9 @@ impl Generation {
                     Some(Ok(p)) => tracing::info!(
                         probes = p.probes,
                         runs = p.probe_runs,
+                        delivery_attempts = p.delivery_attempts,
+                        events = p.events,
+                        transitions = p.transitions,
                         rollups = p.rollups,
                         pages_freed = p.pages_freed,
                         "retention applied"

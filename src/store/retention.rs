@@ -1,7 +1,10 @@
 //! Retention: raw probe rows (`probes`, `probe_runs`) older than `retention`
 //! are deleted in batches, each its own short transaction so the writer is
 //! never blocked for long; hourly rollups and transitions are kept a year.
-//! Events and deliveries are left alone (the delivery work owns them).
+//! Delivery attempts are raw detail too (`retention`). Events are kept a
+//! year, and longer while any of their deliveries is pending; the newest
+//! event of each type per connection is always kept (a standing alert is
+//! restored from it).
 
 use super::{sq, Result, Store};
 use crate::model::UnixMs;
@@ -19,6 +22,9 @@ pub struct Pruned {
     pub probe_runs: u64,
     pub transitions: u64,
     pub rollups: u64,
+    /// Events deleted, with their deliveries and attempts.
+    pub events: u64,
+    pub delivery_attempts: u64,
     /// Free pages given back to the file system by incremental vacuum.
     pub pages_freed: u64,
 }
@@ -40,12 +46,51 @@ pub fn prune_db(
     let mut p = Pruned {
         probes: batched(db, path, "probes", "rowid", "at", raw_cut)?,
         probe_runs: batched(db, path, "probe_runs", "rowid", "last_at", raw_cut)?,
+        delivery_attempts: batched(db, path, "delivery_attempts", "rowid", "at", raw_cut)?,
+        // Before transitions: an event keeps its transition.
+        events: events(db, path, year_cut)?,
         transitions: batched(db, path, "transitions", "id", "at", year_cut)?,
         rollups: batched(db, path, "rollups", "hour", "hour", year_cut)?,
         pages_freed: 0,
     };
     p.pages_freed = vacuum(db, path)?;
     Ok(p)
+}
+
+/// Deletes events older than `cut` that have no pending delivery and are
+/// not the newest of their type for their connection, with their
+/// deliveries and attempts, `BATCH` events per transaction.
+fn events(db: &rusqlite::Connection, path: &std::path::Path, cut: UnixMs) -> Result<u64> {
+    const OLD: &str = "SELECT seq FROM events WHERE at < ?1
+        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event = events.seq AND d.state = 'pending')
+        AND seq NOT IN (SELECT max(seq) FROM events GROUP BY conn, type)
+        ORDER BY seq LIMIT ?2";
+    let mut total = 0u64;
+    loop {
+        let tx = db.unchecked_transaction().map_err(|e| sq(path, e))?;
+        tx.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS prune_events (seq INTEGER PRIMARY KEY)",
+            [],
+        )
+        .map_err(|e| sq(path, e))?;
+        tx.execute("DELETE FROM prune_events", [])
+            .map_err(|e| sq(path, e))?;
+        let n = tx
+            .execute(&format!("INSERT INTO prune_events {OLD}"), [cut, BATCH])
+            .map_err(|e| sq(path, e))?;
+        for sql in [
+            "DELETE FROM delivery_attempts WHERE event IN (SELECT seq FROM prune_events)",
+            "DELETE FROM deliveries WHERE event IN (SELECT seq FROM prune_events)",
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM prune_events)",
+        ] {
+            tx.execute(sql, []).map_err(|e| sq(path, e))?;
+        }
+        tx.commit().map_err(|e| sq(path, e))?;
+        total += n as u64;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
 }
 
 /// Pages freed per incremental-vacuum step (4 MiB at 4 KiB pages).
@@ -167,6 +212,8 @@ mod tests {
                 probe_runs: 1,
                 transitions: 0,
                 rollups: 1,
+                events: 0,
+                delivery_attempts: 0,
                 pages_freed: p.pages_freed,
             }
         );
@@ -185,5 +232,80 @@ mod tests {
             },
             Pruned::default()
         );
+    }
+
+    #[test]
+    fn old_finished_events_go_with_their_deliveries_but_the_newest_and_pending_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("cw.db")).unwrap();
+        let k = s
+            .sync_connections(&[crate::store::ConnMeta::bare("a")])
+            .unwrap()["a"]
+            .key;
+        let day = 86_400_000i64;
+        let now = 800 * day;
+        let old = now - 400 * day;
+        {
+            let tx = s.db.transaction().unwrap();
+            // Events 1..=4 are old: 1 and 2 delivered, 3 still pending, 4
+            // the newest of its type (kept for standing alerts). 5 is recent.
+            for (seq, at, state) in [
+                (1, old, "done"),
+                (2, old + 1, "dead"),
+                (3, old + 2, "pending"),
+                (4, old + 3, "done"),
+                (5, now - day, "done"),
+            ] {
+                let kind = if seq == 4 {
+                    "connection.circuit_opened"
+                } else {
+                    "connection.status_changed"
+                };
+                let kind = if seq == 5 {
+                    "connection.status_changed"
+                } else {
+                    kind
+                };
+                tx.execute(
+                    "INSERT INTO transitions (id, conn, at, previous, current, consecutive_failures) VALUES (?1, ?2, ?3, 'online', 'offline', 3)",
+                    rusqlite::params![seq, k, at],
+                )
+                .unwrap();
+                tx.execute(
+                    "INSERT INTO events (seq, id, type, conn, at, transition, envelope) VALUES (?1, ?2, ?3, ?4, ?5, ?1, '{}')",
+                    rusqlite::params![seq, format!("evt_{seq}"), kind, k, at],
+                )
+                .unwrap();
+                tx.execute(
+                    "INSERT INTO deliveries (event, sink, state, next_at) VALUES (?1, 'hook', ?2, 0)",
+                    rusqlite::params![seq, state],
+                )
+                .unwrap();
+                tx.execute(
+                    "INSERT INTO delivery_attempts (event, sink, at, duration_ms, verdict) VALUES (?1, 'hook', ?2, 5, 'done')",
+                    rusqlite::params![seq, at],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let p = prune(&s, Duration::from_secs(30 * 86_400), now).unwrap();
+        let ids = |sql: &str| -> Vec<i64> {
+            let mut q = s.db.prepare(sql).unwrap();
+            q.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(ids("SELECT seq FROM events ORDER BY seq"), [3, 4, 5]);
+        assert_eq!(
+            ids("SELECT event FROM deliveries ORDER BY event"),
+            [3, 4, 5]
+        );
+        // Attempts are raw detail: only the recent one is left.
+        assert_eq!(ids("SELECT event FROM delivery_attempts"), [5]);
+        // The transitions of deleted events went too; the others stay.
+        assert_eq!(ids("SELECT id FROM transitions ORDER BY id"), [3, 4, 5]);
+        assert_eq!((p.events, p.delivery_attempts, p.transitions), (2, 4, 2));
     }
 }
