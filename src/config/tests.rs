@@ -303,3 +303,30 @@ fn admin_listen_beyond_loopback_needs_a_token() {
     let errs = errors("[daemon]\nadmin_token = \"short\"\n");
     assert!(errs[0].to_string().contains("too short"), "{errs:?}");
 }
+
+#[test]
+fn tls_files_are_parsed_as_pem_at_load() {
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    // A self-signed test certificate serves as CA bundle and client cert.
+    let ok = parse(&format!(
+        "{MIN}tls_ca_file = \"{fx}/test-client.pem\"\ntls_client_cert = \"{fx}/test-client.pem\"\ntls_client_key = \"{fx}/test-client.key\"\n"
+    ));
+    assert!(ok.is_ok(), "{:?}", ok.err());
+    // The key where the certificate belongs: refused, at the key.
+    let errs = errors(&format!(
+        "{MIN}tls_client_cert = \"{fx}/test-client.key\"\ntls_client_key = \"{fx}/test-client.key\"\n"
+    ));
+    let shown = errs[0].to_string();
+    assert!(
+        shown.contains("connection[0].tls_client_cert")
+            && shown.contains("not a PEM certificate and private key"),
+        "{shown}"
+    );
+    // A key file as CA bundle: no certificate in it.
+    let errs = errors(&format!("{MIN}tls_ca_file = \"{fx}/test-client.key\"\n"));
+    assert!(
+        errs[0].to_string().contains("holds no PEM certificate"),
+        "{}",
+        errs[0]
+    );
+}

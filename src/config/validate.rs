@@ -16,6 +16,8 @@ struct Ctx<'a> {
     /// Distinct `expect` tables seen so far: equal ones share one copy
     /// (10,000 connections with the default cost one, not 10,000).
     expects: Vec<Arc<Expect>>,
+    /// TLS files (or cert + key pairs) already read and parsed as PEM.
+    pem_ok: HashSet<(PathBuf, Option<PathBuf>)>,
 }
 
 impl Ctx<'_> {
@@ -30,6 +32,56 @@ impl Ctx<'_> {
             self.expects.push(e.clone());
         }
         e
+    }
+
+    /// Whether `file` is usable PEM: a CA bundle, or with `key` a client
+    /// certificate and its key. Each file (pair) is parsed once per load.
+    fn pem(&mut self, file: PathBuf, key: Option<PathBuf>, at: &str) -> bool {
+        let id = (file, key);
+        if self.pem_ok.contains(&id) {
+            return true;
+        }
+        let (file, key) = &id;
+        let problem = match std::fs::read(file) {
+            Err(e) => Some(format!("cannot read {}: {e}", file.display())),
+            Ok(mut pem) => match key {
+                None => match reqwest::Certificate::from_pem_bundle(&pem) {
+                    Ok(certs) if certs.is_empty() => Some(format!(
+                        "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                        file.display()
+                    )),
+                    Ok(_) => None,
+                    Err(e) => Some(format!(
+                        "{} is not a PEM certificate bundle ({e})",
+                        file.display()
+                    )),
+                },
+                Some(k) => match std::fs::read(k) {
+                    Err(e) => Some(format!("cannot read {}: {e}", k.display())),
+                    Ok(kp) => {
+                        pem.push(b'\n');
+                        pem.extend(kp);
+                        reqwest::Identity::from_pem(&pem).err().map(|e| {
+                            format!(
+                                "{} and {} are not a PEM certificate and private key ({e})",
+                                file.display(),
+                                k.display()
+                            )
+                        })
+                    }
+                },
+            },
+        };
+        match problem {
+            Some(p) => {
+                self.err(at, p);
+                false
+            }
+            None => {
+                self.pem_ok.insert(id);
+                true
+            }
+        }
     }
 
     fn err(&mut self, path: &str, msg: impl Into<String>) {
@@ -386,6 +438,7 @@ pub(super) fn validate(
         base_dir,
         errors: Vec::new(),
         expects: Vec::new(),
+        pem_ok: HashSet::new(),
     };
 
     let daemon = daemon(&mut cx, raw.daemon.unwrap_or_default());
@@ -562,6 +615,7 @@ pub(super) fn validate_daemon(
         base_dir: base_dir(path),
         errors: Vec::new(),
         expects: Vec::new(),
+        pem_ok: HashSet::new(),
     };
     let d = daemon(&mut cx, raw.daemon.unwrap_or_default());
     if cx.errors.is_empty() {
@@ -1284,6 +1338,19 @@ fn tls(cx: &mut Ctx<'_>, c: &RawProbe, d: &RawProbe, cp: &str) -> Option<Tls> {
             "tls_client_cert and tls_client_key go together: set both or neither",
         );
         ok = false;
+    }
+    // Parsed now, so that `check` finds what `run` would refuse at start.
+    if ok {
+        if let Some(ca) = &t.ca_file {
+            ok &= cx.pem(ca.clone(), None, &format!("{cp}.tls_ca_file"));
+        }
+        if let (Some(cert), Some(key)) = (&t.client_cert, &t.client_key) {
+            ok &= cx.pem(
+                cert.clone(),
+                Some(key.clone()),
+                &format!("{cp}.tls_client_cert"),
+            );
+        }
     }
     t.insecure = pick(
         &c.tls_insecure,
