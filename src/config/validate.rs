@@ -371,12 +371,17 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
             "invalid cron expression {expr:?}: field {f:?} has an empty list item"
         ));
     }
-    croner::Cron::new(expr)
+    let cron = croner::Cron::new(expr)
         .with_seconds_required()
         .with_dom_and_dow()
         .parse()
+        .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))?;
+    // A date that never occurs (31 February) would leave the connection
+    // unprobed, or the window never open, without a word; and every look
+    // for its next time searches thousands of years.
+    cron.find_next_occurrence(&chrono::Utc::now(), false)
         .map(|_| ())
-        .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
+        .map_err(|_| format!("cron expression {expr:?} never fires: no date matches it"))
 }
 
 fn parse_byte_size(v: &ByteSize) -> Result<usize, String> {
