@@ -129,6 +129,7 @@ impl Generation {
                         events = p.events,
                         transitions = p.transitions,
                         rollups = p.rollups,
+                        days_merged = p.days_merged,
                         pages_freed = p.pages_freed,
                         "retention applied"
                     ),

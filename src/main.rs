@@ -459,8 +459,8 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                 );
             }
             println!(
-                "pruned {} probe rows, {} online runs, {} delivery attempts, {} events, {} transitions, {} rollups; {} free pages returned",
-                p.probes, p.probe_runs, p.delivery_attempts, p.events, p.transitions, p.rollups, p.pages_freed
+                "pruned {} probe rows, {} online runs, {} delivery attempts, {} events, {} transitions, {} rollups, {} days of hourly rollups made daily; {} free pages returned",
+                p.probes, p.probe_runs, p.delivery_attempts, p.events, p.transitions, p.rollups, p.days_merged, p.pages_freed
             );
             Ok(())
         }

@@ -1,6 +1,8 @@
 //! Retention: raw probe rows (`probes`, `probe_runs`) older than `retention`
 //! are deleted in batches, each its own short transaction so the writer is
-//! never blocked for long; hourly rollups and transitions are kept a year.
+//! never blocked for long; hourly rollups and transitions are kept a year,
+//! and hourly rollups older than [`HOURLY_FOR`] are merged into one row per
+//! connection and day.
 //! Delivery attempts are raw detail too (`retention`). Events are kept a
 //! year, and longer while any of their deliveries is pending; the newest
 //! event of each type per connection is always kept (a standing alert is
@@ -15,6 +17,13 @@ use std::time::Duration;
 pub const BATCH: i64 = 5_000;
 /// How long rollups and transitions are kept.
 pub const ROLLUP_RETENTION: Duration = Duration::from_secs(365 * 86_400);
+/// Rollups stay hourly this long, then become daily.
+pub const HOURLY_FOR: Duration = Duration::from_secs(30 * 86_400);
+/// Days merged per retention run, so that one run holds the writer for a
+/// few seconds at most (a year of hourly rollups is caught up in a week of
+/// hourly runs).
+pub const DAYS_PER_RUN: usize = 2;
+const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Pruned {
@@ -22,6 +31,8 @@ pub struct Pruned {
     pub probe_runs: u64,
     pub transitions: u64,
     pub rollups: u64,
+    /// Days whose hourly rollups were merged into daily ones.
+    pub days_merged: u64,
     /// Events deleted, with their deliveries and attempts.
     pub events: u64,
     pub delivery_attempts: u64,
@@ -51,6 +62,7 @@ pub fn prune_db(
         events: events(db, path, year_cut)?,
         transitions: batched(db, path, "transitions", "id", "at", year_cut)?,
         rollups: batched(db, path, "rollups", "hour", "hour", year_cut)?,
+        days_merged: merge_days(db, path, now - HOURLY_FOR.as_millis() as i64)?,
         pages_freed: 0,
     };
     p.pages_freed = vacuum(db, path)?;
@@ -91,6 +103,54 @@ fn events(db: &rusqlite::Connection, path: &std::path::Path, cut: UnixMs) -> Res
             return Ok(total);
         }
     }
+}
+
+/// Merges the hourly rollups of whole days before `cut` into one row per
+/// connection and day (at the day's first hour): counts and failures are
+/// summed, p50 and p95 averaged weighted by count, the maximum kept. At most
+/// [`DAYS_PER_RUN`] days, oldest first, one transaction each.
+fn merge_days(db: &rusqlite::Connection, path: &std::path::Path, cut: UnixMs) -> Result<u64> {
+    let cut = cut.div_euclid(DAY_MS) * DAY_MS;
+    let mut merged = 0u64;
+    for _ in 0..DAYS_PER_RUN {
+        // The oldest day that still has a row past its first hour.
+        let day: Option<i64> = db
+            .query_row(
+                "SELECT hour FROM rollups WHERE hour < ?1 AND hour % ?2 != 0 ORDER BY hour LIMIT 1",
+                [cut, DAY_MS],
+                |r| r.get(0),
+            )
+            .map(|h: i64| Some(h.div_euclid(DAY_MS) * DAY_MS))
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(|e| sq(path, e))?;
+        let Some(day) = day else { break };
+        let tx = db.unchecked_transaction().map_err(|e| sq(path, e))?;
+        for sql in [
+            "CREATE TEMP TABLE IF NOT EXISTS merge_day (conn INTEGER PRIMARY KEY, count INTEGER, failures INTEGER, p50 INTEGER, p95 INTEGER, max INTEGER)",
+            "DELETE FROM merge_day",
+            "INSERT INTO merge_day SELECT conn, sum(count), sum(failures),
+                sum(latency_p50 * count) / max(sum(count), 1), sum(latency_p95 * count) / max(sum(count), 1),
+                max(latency_max)
+             FROM rollups WHERE hour >= ?1 AND hour < ?1 + ?2 GROUP BY conn",
+            "DELETE FROM rollups WHERE hour >= ?1 AND hour < ?1 + ?2",
+            "INSERT INTO rollups (hour, conn, count, failures, latency_p50, latency_p95, latency_max)
+             SELECT ?1, conn, count, failures, p50, p95, max FROM merge_day",
+        ] {
+            let n = sql.matches('?').count();
+            let res = match n {
+                0 => tx.execute(sql, []),
+                1 => tx.execute(sql, [day]),
+                _ => tx.execute(sql, [day, DAY_MS]),
+            };
+            res.map_err(|e| sq(path, e))?;
+        }
+        tx.commit().map_err(|e| sq(path, e))?;
+        merged += 1;
+    }
+    Ok(merged)
 }
 
 /// Pages freed per incremental-vacuum step (4 MiB at 4 KiB pages).
@@ -212,6 +272,8 @@ mod tests {
                 probe_runs: 1,
                 transitions: 0,
                 rollups: 1,
+                // The rollup left is at a day's first hour: nothing to merge.
+                days_merged: 0,
                 events: 0,
                 delivery_attempts: 0,
                 pages_freed: p.pages_freed,
@@ -232,6 +294,87 @@ mod tests {
             },
             Pruned::default()
         );
+    }
+
+    #[test]
+    fn hourly_rollups_older_than_30_days_become_daily() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("cw.db")).unwrap();
+        let ks = s
+            .sync_connections(&[
+                crate::store::ConnMeta::bare("a"),
+                crate::store::ConnMeta::bare("b"),
+            ])
+            .unwrap();
+        let (a, b) = (ks["a"].key, ks["b"].key);
+        let hour = 3_600_000i64;
+        let now = 400 * DAY_MS + 5 * hour;
+        let old_day = now.div_euclid(DAY_MS) * DAY_MS - 40 * DAY_MS;
+        let older_day = old_day - 3 * DAY_MS;
+        let recent_day = now.div_euclid(DAY_MS) * DAY_MS - 2 * DAY_MS;
+        {
+            let tx = s.db.transaction().unwrap();
+            let put = |h: i64, k: i64, count: i64, failures: i64, p50: i64, max: i64| {
+                tx.execute(
+                    "INSERT INTO rollups VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                    [h, k, count, failures, p50, max],
+                )
+                .unwrap();
+            };
+            for day in [older_day, old_day, recent_day] {
+                // a: 24 hours of 360 probes, p50 10 ms but 40 ms in hour 5;
+                // b: two hours only.
+                for i in 0..24 {
+                    let p50 = if i == 5 { 40 } else { 10 };
+                    put(day + i * hour, a, 360, i % 2, p50, 100 + i);
+                }
+                put(day + 3 * hour, b, 100, 100, 5, 7);
+                put(day + 4 * hour, b, 300, 0, 9, 8);
+            }
+            tx.commit().unwrap();
+        }
+        let rows = |s: &Store, day: i64| -> Vec<(i64, i64, i64, i64, i64, i64)> {
+            let mut q = s
+                .db
+                .prepare(
+                    "SELECT hour, count, failures, latency_p50, latency_p95, latency_max FROM rollups
+                     WHERE hour >= ?1 AND hour < ?1 + ?2 ORDER BY conn, hour",
+                )
+                .unwrap();
+            q.query_map([day, DAY_MS], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+        };
+        let p = prune(&s, Duration::from_secs(30 * 86_400), now).unwrap();
+        assert_eq!(p.days_merged, 2);
+        for day in [older_day, old_day] {
+            // One row per connection, at the day's first hour.
+            assert_eq!(
+                rows(&s, day),
+                [
+                    // 24 × 360 probes, 12 failures, p50 weighted (23 × 10 +
+                    // 40) / 24 = 11, max 123.
+                    (day, 8_640, 12, 11, 11, 123),
+                    // (100 × 5 + 300 × 9) / 400 = 8.
+                    (day, 400, 100, 8, 8, 8),
+                ]
+            );
+        }
+        // The recent day stays hourly; a second run finds nothing to merge.
+        assert_eq!(rows(&s, recent_day).len(), 26);
+        let again = prune(&s, Duration::from_secs(30 * 86_400), now).unwrap();
+        assert_eq!(again.days_merged, 0);
+        assert_eq!(rows(&s, old_day).len(), 2);
     }
 
     #[test]
