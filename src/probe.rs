@@ -24,19 +24,11 @@ pub const USER_AGENT: &str = concat!("connwatch/", env!("CARGO_PKG_VERSION"));
 /// A client could not be built for a connection's TLS options.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("connection {id}: cannot read {what} {path}: {source}")]
-    Read {
+    #[error("connection {id}: {what}: {source}")]
+    Tls {
         id: String,
         what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("connection {id}: {what} {path} is not usable PEM: {source}")]
-    Pem {
-        id: String,
-        what: &'static str,
-        path: String,
-        source: reqwest::Error,
+        source: crate::config::TlsFileError,
     },
     #[error("cannot build the HTTP client: {0}")]
     Client(reqwest::Error),
@@ -214,38 +206,22 @@ fn base_builder() -> reqwest::ClientBuilder {
 }
 
 fn tls_client(id: &str, tls: &Tls) -> Result<reqwest::Client, SetupError> {
-    let read = |what: &'static str, p: &std::path::Path| {
-        std::fs::read(p).map_err(|source| SetupError::Read {
+    let failed = |what: &'static str| {
+        move |source| SetupError::Tls {
             id: id.to_string(),
             what,
-            path: p.display().to_string(),
             source,
-        })
+        }
     };
     let mut b = base_builder();
     if let Some(ca) = &tls.ca_file {
-        let pem = read("tls_ca_file", ca)?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| SetupError::Pem {
-                id: id.to_string(),
-                what: "tls_ca_file",
-                path: ca.display().to_string(),
-                source,
-            })?;
-        for c in certs {
+        for c in crate::config::read_ca_bundle(ca).map_err(failed("tls_ca_file"))? {
             b = b.add_root_certificate(c);
         }
     }
     if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
-        let mut pem = read("tls_client_cert", cert)?;
-        pem.push(b'\n');
-        pem.extend(read("tls_client_key", key)?);
-        let identity = reqwest::Identity::from_pem(&pem).map_err(|source| SetupError::Pem {
-            id: id.to_string(),
-            what: "tls_client_cert/tls_client_key",
-            path: cert.display().to_string(),
-            source,
-        })?;
+        let identity = crate::config::read_identity(cert, key)
+            .map_err(failed("tls_client_cert/tls_client_key"))?;
         b = b.identity(identity);
     }
     if tls.insecure {

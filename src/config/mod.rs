@@ -214,6 +214,61 @@ impl Tls {
     }
 }
 
+/// A TLS file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate { path: String },
+    #[error("{path} is not a PEM certificate bundle ({source})")]
+    Bundle {
+        path: String,
+        source: reqwest::Error,
+    },
+    #[error("{cert} and {key} are not a PEM certificate and private key ({source})")]
+    Identity {
+        cert: String,
+        key: String,
+        source: reqwest::Error,
+    },
+}
+
+fn read_tls_file(path: &Path) -> Result<Vec<u8>, TlsFileError> {
+    std::fs::read(path).map_err(|source| TlsFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The certificates of a PEM bundle (`tls_ca_file`): at least one.
+pub fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, TlsFileError> {
+    let shown = || path.display().to_string();
+    match reqwest::Certificate::from_pem_bundle(&read_tls_file(path)?) {
+        Ok(certs) if certs.is_empty() => Err(TlsFileError::NoCertificate { path: shown() }),
+        Ok(certs) => Ok(certs),
+        Err(source) => Err(TlsFileError::Bundle {
+            path: shown(),
+            source,
+        }),
+    }
+}
+
+/// A client identity from a PEM certificate and its private key.
+pub fn read_identity(cert: &Path, key: &Path) -> Result<reqwest::Identity, TlsFileError> {
+    let mut pem = read_tls_file(cert)?;
+    pem.push(b'\n');
+    pem.extend(read_tls_file(key)?);
+    reqwest::Identity::from_pem(&pem).map_err(|source| TlsFileError::Identity {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        source,
+    })
+}
+
 /// One watched connection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Connection {

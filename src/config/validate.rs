@@ -41,43 +41,16 @@ impl Ctx<'_> {
         if self.pem_ok.contains(&id) {
             return true;
         }
-        let (file, key) = &id;
-        let problem = match std::fs::read(file) {
-            Err(e) => Some(format!("cannot read {}: {e}", file.display())),
-            Ok(mut pem) => match key {
-                None => match reqwest::Certificate::from_pem_bundle(&pem) {
-                    Ok(certs) if certs.is_empty() => Some(format!(
-                        "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                        file.display()
-                    )),
-                    Ok(_) => None,
-                    Err(e) => Some(format!(
-                        "{} is not a PEM certificate bundle ({e})",
-                        file.display()
-                    )),
-                },
-                Some(k) => match std::fs::read(k) {
-                    Err(e) => Some(format!("cannot read {}: {e}", k.display())),
-                    Ok(kp) => {
-                        pem.push(b'\n');
-                        pem.extend(kp);
-                        reqwest::Identity::from_pem(&pem).err().map(|e| {
-                            format!(
-                                "{} and {} are not a PEM certificate and private key ({e})",
-                                file.display(),
-                                k.display()
-                            )
-                        })
-                    }
-                },
-            },
+        let checked = match &id {
+            (ca, None) => read_ca_bundle(ca).map(|_| ()),
+            (cert, Some(key)) => read_identity(cert, key).map(|_| ()),
         };
-        match problem {
-            Some(p) => {
-                self.err(at, p);
+        match checked {
+            Err(e) => {
+                self.err(at, e.to_string());
                 false
             }
-            None => {
+            Ok(()) => {
                 self.pem_ok.insert(id);
                 true
             }
