@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Attempts in flight per sink.
 pub const PER_SINK: usize = 4;
@@ -79,7 +79,8 @@ pub struct Dispatcher {
     sinks: HashMap<String, Arc<Sink>>,
     client: reqwest::Client,
     wake: Arc<Notify>,
-    permits: HashMap<String, Arc<Semaphore>>,
+    /// Attempts started and not yet recorded: at most [`PER_SINK`] per sink
+    /// (`dispatch_due` starts no more).
     in_flight: HashSet<(i64, String)>,
     /// Sinks refused for good (a webhook answered 410 Gone).
     disabled: HashSet<String>,
@@ -129,10 +130,6 @@ impl Dispatcher {
                 .collect(),
             client,
             wake,
-            permits: sinks
-                .iter()
-                .map(|s| (s.id.clone(), Arc::new(Semaphore::new(PER_SINK))))
-                .collect(),
             in_flight: HashSet::new(),
             disabled: HashSet::new(),
             last_sent: HashMap::new(),
@@ -273,11 +270,9 @@ impl Dispatcher {
 
     fn start(&mut self, sink: Arc<Sink>, d: Due) {
         self.in_flight.insert((d.event, d.sink.clone()));
-        let permits = Arc::clone(&self.permits[&d.sink]);
         let client = self.client.clone();
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await;
             let started = now_ms();
             let result = sinks::send(&sink, &d.out, &client, started).await;
             let _ = tx.send(Done {
