@@ -220,14 +220,23 @@ fn batched(
 mod tests {
     use super::*;
 
-    #[test]
-    fn deletes_only_old_rows_in_batches() {
+    /// A database in a temp dir with connections `ids`, and their keys.
+    fn store_with(ids: &[&str]) -> (tempfile::TempDir, Store, Vec<i64>) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("cw.db")).unwrap();
-        let k = s
-            .sync_connections(&[crate::store::ConnMeta::bare("a")])
-            .unwrap()["a"]
-            .key;
+        let metas: Vec<_> = ids
+            .iter()
+            .map(|i| crate::store::ConnMeta::bare(i))
+            .collect();
+        let known = s.sync_connections(&metas).unwrap();
+        let keys = ids.iter().map(|i| known[*i].key).collect();
+        (dir, s, keys)
+    }
+
+    #[test]
+    fn deletes_only_old_rows_in_batches() {
+        let (_dir, mut s, keys) = store_with(&["a"]);
+        let k = keys[0];
         let day = 86_400_000i64;
         let now = 400 * day;
         {
@@ -298,15 +307,8 @@ mod tests {
 
     #[test]
     fn hourly_rollups_older_than_30_days_become_daily() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("cw.db")).unwrap();
-        let ks = s
-            .sync_connections(&[
-                crate::store::ConnMeta::bare("a"),
-                crate::store::ConnMeta::bare("b"),
-            ])
-            .unwrap();
-        let (a, b) = (ks["a"].key, ks["b"].key);
+        let (_dir, mut s, keys) = store_with(&["a", "b"]);
+        let (a, b) = (keys[0], keys[1]);
         let hour = 3_600_000i64;
         let now = 400 * DAY_MS + 5 * hour;
         let old_day = now.div_euclid(DAY_MS) * DAY_MS - 40 * DAY_MS;
@@ -379,12 +381,8 @@ mod tests {
 
     #[test]
     fn old_finished_events_go_with_their_deliveries_but_the_newest_and_pending_stay() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("cw.db")).unwrap();
-        let k = s
-            .sync_connections(&[crate::store::ConnMeta::bare("a")])
-            .unwrap()["a"]
-            .key;
+        let (_dir, mut s, keys) = store_with(&["a"]);
+        let k = keys[0];
         let day = 86_400_000i64;
         let now = 800 * day;
         let old = now - 400 * day;
