@@ -20,6 +20,8 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
 pub use secret::Secret;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -227,14 +229,15 @@ pub enum TlsFileError {
     #[error("{path} is not a PEM certificate bundle ({source})")]
     Bundle {
         path: String,
-        source: reqwest::Error,
+        source: rustls_pki_types::pem::Error,
     },
-    #[error("{cert} and {key} are not a PEM certificate and private key ({source})")]
-    Identity {
-        cert: String,
-        key: String,
-        source: reqwest::Error,
+    #[error("{path} holds no PEM private key (-----BEGIN PRIVATE KEY-----): {source}")]
+    NoKey {
+        path: String,
+        source: rustls_pki_types::pem::Error,
     },
+    #[error("{path}: the private key is not one rustls can use ({source})")]
+    Key { path: String, source: rustls::Error },
 }
 
 fn read_tls_file(path: &Path) -> Result<Vec<u8>, TlsFileError> {
@@ -245,28 +248,46 @@ fn read_tls_file(path: &Path) -> Result<Vec<u8>, TlsFileError> {
 }
 
 /// The certificates of a PEM bundle (`tls_ca_file`): at least one.
-pub fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, TlsFileError> {
-    let shown = || path.display().to_string();
-    match reqwest::Certificate::from_pem_bundle(&read_tls_file(path)?) {
-        Ok(certs) if certs.is_empty() => Err(TlsFileError::NoCertificate { path: shown() }),
-        Ok(certs) => Ok(certs),
-        Err(source) => Err(TlsFileError::Bundle {
-            path: shown(),
-            source,
-        }),
+pub fn read_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let certs = read_certificates(path)?;
+    if certs.is_empty() {
+        return Err(TlsFileError::NoCertificate {
+            path: path.display().to_string(),
+        });
     }
+    Ok(certs)
 }
 
-/// A client identity from a PEM certificate and its private key.
-pub fn read_identity(cert: &Path, key: &Path) -> Result<reqwest::Identity, TlsFileError> {
-    let mut pem = read_tls_file(cert)?;
-    pem.push(b'\n');
-    pem.extend(read_tls_file(key)?);
-    reqwest::Identity::from_pem(&pem).map_err(|source| TlsFileError::Identity {
-        cert: cert.display().to_string(),
-        key: key.display().to_string(),
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let pem = read_tls_file(path)?;
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsFileError::Bundle {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// A client identity: the certificate chain of a PEM file (at least one
+/// certificate) and the private key of another, of a type rustls can sign
+/// with.
+pub fn read_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsFileError> {
+    let chain = read_ca_bundle(cert)?;
+    let shown = || key.display().to_string();
+    let der = PrivateKeyDer::from_pem_slice(&read_tls_file(key)?).map_err(|source| {
+        TlsFileError::NoKey {
+            path: shown(),
+            source,
+        }
+    })?;
+    rustls::crypto::ring::sign::any_supported_type(&der).map_err(|source| TlsFileError::Key {
+        path: shown(),
         source,
-    })
+    })?;
+    Ok((chain, der))
 }
 
 /// One watched connection.

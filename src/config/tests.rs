@@ -319,7 +319,16 @@ fn tls_files_are_parsed_as_pem_at_load() {
     let shown = errs[0].to_string();
     assert!(
         shown.contains("connection[0].tls_client_cert")
-            && shown.contains("not a PEM certificate and private key"),
+            && shown.contains("test-client.key holds no PEM certificate"),
+        "{shown}"
+    );
+    // The certificate where the key belongs: refused, naming the key file.
+    let errs = errors(&format!(
+        "{MIN}tls_client_cert = \"{fx}/test-client.pem\"\ntls_client_key = \"{fx}/test-client.pem\"\n"
+    ));
+    let shown = errs[0].to_string();
+    assert!(
+        shown.contains("test-client.pem holds no PEM private key"),
         "{shown}"
     );
     // A key file as CA bundle: no certificate in it.
