@@ -55,6 +55,8 @@ struct Shared {
     writer: Writer,
     /// Interval phases handed from one generation to the next.
     schedule: crate::engine::Schedule,
+    /// Probe connection pools handed from one generation to the next.
+    pools: crate::probe::Pools,
     wake: Arc<Notify>,
     liveness: Liveness,
     audit: Option<Audit>,
@@ -87,7 +89,8 @@ impl Generation {
             .collect();
         let known = store.sync_connections(&ids)?;
         drop(store);
-        let prober = Prober::new(&config.connections).map_err(|e| SetupError(e.to_string()))?;
+        let prober = Prober::new(&config.connections, &shared.pools)
+            .map_err(|e| SetupError(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let dispatcher = Dispatcher::new(
             db_path,
@@ -202,6 +205,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shared = Shared {
         writer,
         schedule: Default::default(),
+        pools: Default::default(),
         wake,
         liveness,
         audit,

@@ -518,3 +518,49 @@ fn a_name_that_does_not_resolve_is_dns() {
         "{message}"
     );
 }
+
+#[test]
+fn a_reload_keeps_the_pooled_connections() {
+    let (addr, conns, requests) = counting_server(None);
+    let one = format!(
+        "[daemon]\ndatabase = \"cw.db\"\n\
+         [[connection]]\nid = \"a\"\nurl = \"http://{addr}/a\"\ninterval = \"200ms\"\ntimeout = \"1s\"\n"
+    );
+    let s = Setup::new(&one);
+    let mut daemon = s.spawn_daemon(&[]);
+    assert!(
+        eventually(Duration::from_secs(20), || requests.load(Ordering::SeqCst)
+            >= 5),
+        "probes did not run: {}",
+        s.daemon_log()
+    );
+    // A second connection to the same server, then SIGHUP.
+    std::fs::write(
+        &s.config,
+        format!("{one}[[connection]]\nid = \"b\"\nurl = \"http://{addr}/b\"\ninterval = \"200ms\"\ntimeout = \"1s\"\n"),
+    )
+    .unwrap();
+    let before = requests.load(Ordering::SeqCst);
+    let pid = daemon.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            s.daemon_log().contains("configuration reloaded")
+                && requests.load(Ordering::SeqCst) >= before + 10
+        }),
+        "no probes after the reload: {}",
+        s.daemon_log()
+    );
+    assert_eq!(terminate(&mut daemon, Duration::from_secs(10)), Some(0));
+    // "a" kept its connection through the reload; "b" needed one more at
+    // most when both were due in the same tick.
+    let c = conns.load(Ordering::SeqCst);
+    assert!(
+        c <= 2,
+        "{c} connections for {} requests",
+        requests.load(Ordering::SeqCst)
+    );
+}

@@ -60,7 +60,7 @@ async fn run_engine(
         .unwrap()
         .sync_connections(&ids)
         .unwrap();
-    let prober = Prober::new(&cfg.connections).unwrap();
+    let prober = Prober::new(&cfg.connections, &Default::default()).unwrap();
     let (writer, join) = Writer::start(&db, cfg.daemon.history_flush).unwrap();
     let (engine, _cron, _) = Engine::new(&cfg, &known, &prober, writer.clone());
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 /// Probes `conn` once.
 pub async fn once(conn: &Connection) -> Result<Classified, crate::probe::SetupError> {
-    let prober = Prober::new(&[conn])?;
+    let prober = Prober::new(&[conn], &Default::default())?;
     let report = prober.request(conn).send().await;
     let rules = Rules {
         expect: &conn.expect,

@@ -25,11 +25,12 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use url::Url;
 
 /// An idle connection unused this long is closed.
@@ -38,6 +39,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Pooled connections tried before a new one is made.
 const POOLED_TRIES: usize = 3;
+/// Connects under way to one server at most; further probes to it wait for
+/// a connection to come free. A burst (the probes due during a reload, say)
+/// then reuses a few connections instead of opening hundreds at once, which
+/// would overflow the server's accept queue (a dropped SYN costs a second).
+pub const MAX_CONNECTING: usize = 8;
 /// With more addresses left to try, one address gets this long to accept a
 /// connection (a dual-stack name with a dead IPv6 route still answers on
 /// IPv4 in time). The last address has the rest of the probe's timeout.
@@ -179,15 +185,81 @@ impl Sender {
 /// otherwise, which closes an HTTP/1.1 connection.
 pub struct Lease(Sender);
 
-struct Pool {
-    idle: HashMap<Key, Vec<(Sender, Instant)>>,
+/// Connections by server, for one set of TLS options.
+pub struct Pool(Mutex<Servers>);
+
+struct Servers {
+    by_key: HashMap<Key, Server>,
     swept: Instant,
+}
+
+/// The connections to one server.
+#[derive(Default)]
+struct Server {
+    /// Idle HTTP/1.1 connections (newest last), or the shared HTTP/2 one.
+    idle: Vec<(Sender, Instant)>,
+    /// Connects in progress.
+    connecting: usize,
+    /// Probes waiting for a connection: each is handed a released one, or
+    /// `None` (look again) when a connect ends.
+    waiting: VecDeque<oneshot::Sender<Option<Sender>>>,
+}
+
+impl Server {
+    fn is_unused(&self) -> bool {
+        self.idle.is_empty() && self.connecting == 0 && self.waiting.is_empty()
+    }
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool(Mutex::new(Servers {
+            by_key: HashMap::new(),
+            swept: Instant::now(),
+        }))
+    }
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Servers> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a probe gets from the pool.
+enum Checkout {
+    Ready(Sender),
+    /// Make a new connection; the slot counts it until dropped.
+    Connect(ConnectSlot),
+    Wait(oneshot::Receiver<Option<Sender>>),
+}
+
+/// One of a server's [`MAX_CONNECTING`] connect slots. Dropping it (the
+/// connect succeeded, failed or was cut by the timeout) frees the slot and
+/// lets the longest-waiting probe look again.
+struct ConnectSlot {
+    pool: Arc<Pool>,
+    key: Key,
+}
+
+impl Drop for ConnectSlot {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock();
+        if let Some(server) = pool.by_key.get_mut(&self.key) {
+            server.connecting = server.connecting.saturating_sub(1);
+            while let Some(w) = server.waiting.pop_front() {
+                if w.send(None).is_ok() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A connection pool and the TLS configuration for one set of TLS options.
 pub struct Client {
     tls: tokio_rustls::TlsConnector,
-    pool: Mutex<Pool>,
+    pool: Arc<Pool>,
 }
 
 impl Client {
@@ -196,13 +268,11 @@ impl Client {
     pub fn new(
         tls: &Tls,
         roots: &[rustls::pki_types::CertificateDer<'static>],
+        pool: Arc<Pool>,
     ) -> Result<Client, super::tls::TlsSetupError> {
         Ok(Client {
             tls: tokio_rustls::TlsConnector::from(client_config(tls, roots)?),
-            pool: Mutex::new(Pool {
-                idle: HashMap::new(),
-                swept: Instant::now(),
-            }),
+            pool,
         })
     }
 
@@ -227,20 +297,43 @@ impl Client {
             }
             r
         };
-        // Pooled connections first. One the server closed while it sat idle
-        // fails without sending; then the next one (or a new one) is tried.
-        for _ in 0..POOLED_TRIES {
-            let Some(mut s) = self.checkout(&t.key) else {
-                break;
+        // A pooled connection the server closed while it sat idle fails
+        // without sending; then another one (or a new one) is tried.
+        let mut stale = 0;
+        loop {
+            let mut s = match self.checkout(&t.key, stale >= POOLED_TRIES) {
+                Checkout::Ready(s) => s,
+                Checkout::Wait(rx) => match rx.await {
+                    Ok(Some(s)) => s,
+                    _ => continue,
+                },
+                Checkout::Connect(slot) => {
+                    // Boxed: connecting (TLS handshake included) is rare once
+                    // the pool is warm, and its future is large; inline, it
+                    // would make every probe's task several KiB bigger.
+                    let connected = Box::pin(self.connect(t)).await;
+                    drop(slot);
+                    return self.first_send(connected?, build).await;
+                }
             };
             let h2 = matches!(s, Sender::H2(_));
             match s.send(build(h2)).await {
                 Ok(resp) => return Ok((resp, Lease(s))),
-                Err((_, true)) => self.forget(&t.key, &s),
+                Err((_, true)) => {
+                    self.forget(&t.key, &s);
+                    stale += 1;
+                }
                 Err((e, false)) => return Err(request_error("request failed", &e)),
             }
         }
-        let (mut s, failed) = self.connect(t).await?;
+    }
+
+    /// The first request on a new connection.
+    async fn first_send(
+        &self,
+        (mut s, failed): (Sender, Failed),
+        build: impl Fn(bool) -> http::Request<Body>,
+    ) -> Result<(http::Response<Incoming>, Lease), ProbeError> {
         let h2 = matches!(s, Sender::H2(_));
         match s.send(build(h2)).await {
             Ok(resp) => Ok((resp, Lease(s))),
@@ -257,54 +350,77 @@ impl Client {
         }
     }
 
-    /// Gives a connection whose response was read to its end back to the
-    /// pool. (An HTTP/2 connection stays pooled while it is in use.)
+    /// Gives a connection whose response was read to its end to the
+    /// longest-waiting probe, or back to the pool. (An HTTP/2 connection
+    /// stays pooled while it is in use.)
     pub fn release(&self, t: &Target, lease: Lease) {
-        if let Sender::H1(_) = lease.0 {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            pool.idle
-                .entry(t.key.clone())
-                .or_default()
-                .push((lease.0, Instant::now()));
+        let Sender::H1(_) = lease.0 else {
+            return;
+        };
+        let mut pool = self.pool.lock();
+        let server = pool.by_key.entry(t.key.clone()).or_default();
+        let mut s = lease.0;
+        while let Some(w) = server.waiting.pop_front() {
+            match w.send(Some(s)) {
+                Ok(()) => return,
+                // That probe gave up (its timeout); the next one.
+                Err(back) => s = back.expect("sent Some"),
+            }
         }
+        server.idle.push((s, Instant::now()));
     }
 
     /// Drops a shared HTTP/2 connection that failed from the pool (an
     /// HTTP/1.1 one is out of the pool while in use).
     fn forget(&self, key: &Key, failed: &Sender) {
         if let Sender::H2(_) = failed {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(list) = pool.idle.get_mut(key) {
-                list.retain(|(s, _)| !matches!(s, Sender::H2(_)));
+            let mut pool = self.pool.lock();
+            if let Some(server) = pool.by_key.get_mut(key) {
+                server.idle.retain(|(s, _)| !matches!(s, Sender::H2(_)));
             }
         }
     }
 
-    fn checkout(&self, key: &Key) -> Option<Sender> {
+    /// An idle connection to the server; else a connect slot, if fewer than
+    /// [`MAX_CONNECTING`] connects to it are under way; else a place in
+    /// its queue. `fresh` skips the idle connections.
+    fn checkout(&self, key: &Key, fresh: bool) -> Checkout {
         let now = Instant::now();
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = self.pool.lock();
         if now.duration_since(pool.swept) >= SWEEP_EVERY {
             pool.swept = now;
-            pool.idle.retain(|_, list| {
-                list.retain(|(s, since)| {
+            pool.by_key.retain(|_, server| {
+                server.idle.retain(|(s, since)| {
                     now.duration_since(*since) < IDLE_TIMEOUT && !s.is_closed()
                 });
-                !list.is_empty()
+                !server.is_unused()
             });
         }
-        let list = pool.idle.get_mut(key)?;
-        while let Some((s, since)) = list.pop() {
+        if !pool.by_key.contains_key(key) {
+            pool.by_key.insert(key.clone(), Server::default());
+        }
+        let server = pool.by_key.get_mut(key).expect("inserted above");
+        while let Some((s, since)) = if fresh { None } else { server.idle.pop() } {
             if now.duration_since(since) >= IDLE_TIMEOUT || s.is_closed() {
                 continue;
             }
             if let Sender::H2(h) = &s {
                 let shared = Sender::H2(h.clone());
-                list.push((s, now));
-                return Some(shared);
+                server.idle.push((s, now));
+                return Checkout::Ready(shared);
             }
-            return Some(s);
+            return Checkout::Ready(s);
         }
-        None
+        if server.connecting < MAX_CONNECTING {
+            server.connecting += 1;
+            return Checkout::Connect(ConnectSlot {
+                pool: Arc::clone(&self.pool),
+                key: key.clone(),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        server.waiting.push_back(tx);
+        Checkout::Wait(rx)
     }
 
     /// A new connection to `t`, and where its task reports how it failed.
@@ -334,11 +450,15 @@ impl Client {
             .await
             .map_err(|e| request_error("cannot connect", &e))?;
         let failed = drive(conn);
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.idle
-            .entry(t.key.clone())
-            .or_default()
+        // Shared from now on: every probe waiting for this server gets it.
+        let mut pool = self.pool.lock();
+        let server = pool.by_key.entry(t.key.clone()).or_default();
+        server
+            .idle
             .push((Sender::H2(sender.clone()), Instant::now()));
+        while let Some(w) = server.waiting.pop_front() {
+            let _ = w.send(Some(Sender::H2(sender.clone())));
+        }
         Ok((Sender::H2(sender), failed))
     }
 }
@@ -470,6 +590,43 @@ pub(super) fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_gets_at_most_max_connecting_connects_and_then_a_queue() {
+        let client = Client::new(&Tls::default(), &[], Arc::default()).unwrap();
+        let t = Target::new(&Url::parse("http://127.0.0.1:9/").unwrap()).unwrap();
+        let mut slots = Vec::new();
+        for _ in 0..MAX_CONNECTING {
+            match client.checkout(&t.key, false) {
+                Checkout::Connect(slot) => slots.push(slot),
+                _ => panic!("expected a connect slot"),
+            }
+        }
+        let mut waiting = Vec::new();
+        for _ in 0..3 {
+            match client.checkout(&t.key, false) {
+                Checkout::Wait(rx) => waiting.push(rx),
+                _ => panic!("expected to wait"),
+            }
+        }
+        // The first waiter gave up (its timeout); a freed slot goes to the
+        // next one, in order.
+        drop(waiting.remove(0));
+        drop(slots.pop());
+        assert!(matches!(waiting[0].try_recv(), Ok(None)));
+        assert!(waiting[1].try_recv().is_err());
+        // That probe looks again and gets the free slot.
+        assert!(matches!(
+            client.checkout(&t.key, false),
+            Checkout::Connect(_)
+        ));
+        // Another server has slots of its own.
+        let other = Target::new(&Url::parse("http://127.0.0.2:9/").unwrap()).unwrap();
+        assert!(matches!(
+            client.checkout(&other.key, false),
+            Checkout::Connect(_)
+        ));
+    }
 
     #[test]
     fn a_target_is_worked_out_once_from_its_url() {

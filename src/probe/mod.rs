@@ -34,6 +34,13 @@ use tokio::time::Instant;
 
 pub use client::IDLE_TIMEOUT;
 
+/// The probe connection pools, one per set of TLS options, kept from one
+/// generation to the next: a reload keeps the live connections to every
+/// endpoint (no burst of new TCP and TLS handshakes against the watched
+/// systems). New connections use the TLS files as read at the reload.
+#[derive(Default)]
+pub struct Pools(std::sync::Mutex<HashMap<Tls, Arc<client::Pool>>>);
+
 /// Redirects followed before the 3xx answer itself is classified.
 pub const MAX_REDIRECTS: usize = 5;
 pub const USER_AGENT: &str = concat!("connwatch/", env!("CARGO_PKG_VERSION"));
@@ -79,10 +86,14 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Builds the default client and one per distinct TLS option set.
+    /// Builds the default client and one per distinct TLS option set, on
+    /// the pools in `pools` (which then holds only the pools in use).
     pub fn new<C: std::ops::Deref<Target = Connection>>(
         connections: &[C],
+        pools: &Pools,
     ) -> Result<Prober, SetupError> {
+        let mut known = pools.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = |tls: &Tls| Arc::clone(known.entry(tls.clone()).or_default());
         let failed = |id: &str| {
             let id = id.to_string();
             move |source| SetupError::Tls {
@@ -91,15 +102,20 @@ impl Prober {
             }
         };
         let roots = tls::native_roots();
-        let default = Arc::new(Client::new(&Tls::default(), &roots).map_err(failed("(default)"))?);
+        let default = Arc::new(
+            Client::new(&Tls::default(), &roots, pool(&Tls::default()))
+                .map_err(failed("(default)"))?,
+        );
         let mut by_tls = HashMap::new();
         for c in connections {
             if c.tls.is_default() || by_tls.contains_key(&c.tls) {
                 continue;
             }
-            let client = Client::new(&c.tls, &roots).map_err(failed(&c.id))?;
+            let client = Client::new(&c.tls, &roots, pool(&c.tls)).map_err(failed(&c.id))?;
             by_tls.insert(c.tls.clone(), Arc::new(client));
         }
+        known.retain(|tls, _| tls.is_default() || by_tls.contains_key(tls));
+        drop(known);
         Ok(Prober {
             default,
             by_tls,
