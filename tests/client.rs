@@ -564,3 +564,16 @@ fn a_reload_keeps_the_pooled_connections() {
         requests.load(Ordering::SeqCst)
     );
 }
+
+#[test]
+fn an_answer_without_a_body_may_name_gzip() {
+    // HEAD (and 204, 304) answers carry headers only, Content-Encoding
+    // included: there is nothing to decompress, and nothing to fail.
+    let (addr, log) = scripted_server(|_| "HTTP/1.1 200 OK\r\nContent-Encoding: gzip".to_string());
+    let s = Setup::new(&format!(
+        "[[connection]]\nid = \"head\"\nurl = \"http://{addr}/health\"\nmethod = \"HEAD\"\nexpect.json_pointer = \"\"\n"
+    ));
+    let v = probe(&s, "head");
+    assert_eq!(v["outcome"], "online", "{v}");
+    assert_eq!(log.lock().unwrap()[0].method, "HEAD");
+}

@@ -306,7 +306,9 @@ impl Request {
             max: self.max_body,
             over: false,
         };
-        let mut gunzip = gzip.then(|| flate2::write::MultiGzDecoder::new(Vec::new()));
+        // Made at the first body byte: an answer without a body (HEAD, 204,
+        // 304) may still name gzip, and has nothing to decode.
+        let mut gunzip: Option<flate2::write::MultiGzDecoder<Vec<u8>>> = None;
         let mut incoming = resp.into_body();
         let body_error = |e: &(dyn StdError + 'static)| request_error("error reading body", e);
         while !sink.over {
@@ -318,15 +320,16 @@ impl Request {
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
             };
-            match &mut gunzip {
-                None => {
-                    let _ = sink.write(&data);
-                }
-                Some(d) => {
-                    if let Err(e) = inflate(d, &data, &mut sink) {
-                        return Err(body_error(&e));
-                    }
-                }
+            if data.is_empty() {
+                continue;
+            }
+            if !gzip {
+                let _ = sink.write(&data);
+                continue;
+            }
+            let d = gunzip.get_or_insert_with(|| flate2::write::MultiGzDecoder::new(Vec::new()));
+            if let Err(e) = inflate(d, &data, &mut sink) {
+                return Err(body_error(&e));
             }
         }
         if let (Some(d), false) = (&mut gunzip, sink.over) {
