@@ -58,7 +58,9 @@ pub enum SetupError {
 /// A connection's request, built once at start.
 pub struct Request {
     pub method: Method,
-    target: Target,
+    /// `None` only for a URL that is no http(s) URL with a host, which the
+    /// configuration refuses at load; such a request fails every probe.
+    target: Option<Target>,
     /// Host, the defaults, credentials from the URL, then the configured
     /// headers (values marked sensitive). Equal maps are shared.
     headers: Arc<HeaderMap>,
@@ -125,13 +127,12 @@ impl Prober {
 
     /// The request for a connection (headers parsed and marked sensitive once).
     pub fn request(&self, c: &Connection) -> Request {
-        let target = Target::new(&c.url).unwrap_or_else(|| {
-            // Checked at load: an http(s) URL with a host. Kept total anyway.
-            Target::new(&url::Url::parse("http://invalid.invalid/").expect("static URL"))
-                .expect("static target")
-        });
+        let target = Target::new(&c.url);
         let mut headers = HeaderMap::new();
-        if let Ok(host) = HeaderValue::from_str(&target.authority()) {
+        if let Some(host) = target
+            .as_ref()
+            .and_then(|t| HeaderValue::from_str(&t.authority()).ok())
+        {
             headers.insert(HOST, host);
         }
         headers.insert(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
@@ -232,7 +233,14 @@ impl Request {
 
     /// One request, and the requests its redirects lead to.
     async fn exchange(&self) -> Attempt {
-        let mut target = Cow::Borrowed(&self.target);
+        let Some(first) = &self.target else {
+            return Err(ProbeError {
+                kind: ErrorKind::Io,
+                message: "the URL is not an http or https URL with a host".to_string(),
+                http_status: None,
+            });
+        };
+        let mut target = Cow::Borrowed(first);
         let mut method = Cow::Borrowed(&self.method);
         let mut headers = Cow::Borrowed(&*self.headers);
         let mut body = Cow::Borrowed(&self.body);
