@@ -15,6 +15,7 @@
 //! out again on a fresh connection.
 
 use super::tls::client_config;
+use super::truncate;
 use crate::config::Tls;
 use crate::model::{ErrorKind, ProbeError};
 use bytes::Bytes;
@@ -537,54 +538,18 @@ async fn tcp_connect(key: &Key) -> Result<tokio::net::TcpStream, ProbeError> {
 
 /// A failed TCP connect or TLS handshake.
 fn connect_error(e: &std::io::Error) -> ProbeError {
-    ProbeError {
-        kind: super::io_error_kind(e),
-        message: truncate(&format!("cannot connect: {}", innermost(e)), 300),
-        http_status: None,
-    }
+    request_error("cannot connect", e)
 }
 
-/// A hyper error while sending or reading: the kind from the first I/O
-/// error in its chain, the message from the innermost cause.
+/// A hyper error while sending or reading: the kind from the first rustls
+/// or I/O error in its chain, the message from the innermost cause.
 pub fn request_error(outer: &str, e: &(dyn StdError + 'static)) -> ProbeError {
-    let mut kind = ErrorKind::Io;
-    let mut src: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            kind = super::io_error_kind(io);
-            break;
-        }
-        src = s.source();
-    }
+    let (kind, innermost) = super::read_chain(Some(e));
     ProbeError {
-        kind,
-        message: truncate(&format!("{outer}: {}", innermost(e)), 300),
+        kind: kind.unwrap_or(ErrorKind::Io),
+        message: truncate(&format!("{outer}: {}", innermost.unwrap_or_default()), 300),
         http_status: None,
     }
-}
-
-/// The text of the deepest error in a chain, which says the most.
-fn innermost(e: &(dyn StdError + 'static)) -> String {
-    let mut at = e;
-    // Bounded: real chains are a few levels deep.
-    for _ in 0..16 {
-        match at.source() {
-            Some(s) => at = s,
-            None => break,
-        }
-    }
-    at.to_string()
-}
-
-pub(super) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

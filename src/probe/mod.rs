@@ -412,20 +412,8 @@ fn inflate(
 /// Maps a reqwest error (of a delivery) to `error.kind` by walking its typed source chain.
 /// The message never contains the URL (which may carry credentials).
 pub fn transport_error(e: &reqwest::Error) -> ProbeError {
-    let mut kind = None;
-    let mut innermost: Option<String> = None;
-    let mut src: Option<&(dyn StdError + 'static)> = e.source();
-    while let Some(s) = src {
-        if kind.is_none() {
-            if s.downcast_ref::<rustls::Error>().is_some() {
-                kind = Some(ErrorKind::Tls);
-            } else if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                kind = Some(io_error_kind(io));
-            }
-        }
-        innermost = Some(s.to_string());
-        src = s.source();
-    }
+    // From its source on: reqwest's own text names the URL.
+    let (kind, innermost) = read_chain(e.source());
     let kind = kind.unwrap_or(if e.is_timeout() {
         ErrorKind::Timeout
     } else if e.is_connect() {
@@ -446,9 +434,45 @@ pub fn transport_error(e: &reqwest::Error) -> ProbeError {
     };
     ProbeError {
         kind,
-        message: client::truncate(&message, 300),
+        message: truncate(&message, 300),
         http_status: None,
     }
+}
+
+/// What a chain of errors says, from `first` down: the kind of its first
+/// rustls or I/O error, and the text of its innermost cause (which says the
+/// most). Shared by the probe client and the deliveries' reqwest errors.
+fn read_chain(first: Option<&(dyn StdError + 'static)>) -> (Option<ErrorKind>, Option<String>) {
+    let mut kind = None;
+    let mut innermost = None;
+    let mut src = first;
+    // Bounded: real chains are a few levels deep.
+    for _ in 0..16 {
+        let Some(s) = src else {
+            break;
+        };
+        if kind.is_none() {
+            if s.downcast_ref::<rustls::Error>().is_some() {
+                kind = Some(ErrorKind::Tls);
+            } else if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                kind = Some(io_error_kind(io));
+            }
+        }
+        innermost = Some(s);
+        src = s.source();
+    }
+    (kind, innermost.map(|s| s.to_string()))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// The kind of an I/O error, looking through I/O errors that wrap I/O
