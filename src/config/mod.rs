@@ -249,23 +249,17 @@ fn read_tls_file(path: &Path) -> Result<Vec<u8>, TlsFileError> {
 
 /// The certificates of a PEM bundle (`tls_ca_file`): at least one.
 pub fn read_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let certs = read_certificates(path)?;
-    if certs.is_empty() {
-        return Err(TlsFileError::NoCertificate {
-            path: path.display().to_string(),
-        });
-    }
-    Ok(certs)
-}
-
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let pem = read_tls_file(path)?;
-    CertificateDer::pem_slice_iter(&pem)
+    let shown = || path.display().to_string();
+    let certs = CertificateDer::pem_slice_iter(&read_tls_file(path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsFileError::Bundle {
-            path: path.display().to_string(),
+            path: shown(),
             source,
-        })
+        })?;
+    if certs.is_empty() {
+        return Err(TlsFileError::NoCertificate { path: shown() });
+    }
+    Ok(certs)
 }
 
 /// A client identity: the certificate chain of a PEM file (at least one

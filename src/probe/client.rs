@@ -123,15 +123,18 @@ impl Target {
 
     /// Scheme, authority, path and query, as HTTP/2 sends them.
     fn absolute(&self) -> Option<Uri> {
-        let pq = self.origin.path_and_query()?.as_str();
-        Uri::try_from(format!("{}://{}{pq}", self.scheme(), self.authority())).ok()
+        Uri::try_from(self.absolute_text()?).ok()
     }
 
     /// The URL (without credentials), to resolve a redirect's Location
     /// against.
     pub fn url(&self) -> Option<Url> {
+        Url::parse(&self.absolute_text()?).ok()
+    }
+
+    fn absolute_text(&self) -> Option<String> {
         let pq = self.origin.path_and_query()?.as_str();
-        Url::parse(&format!("{}://{}{pq}", self.scheme(), self.authority())).ok()
+        Some(format!("{}://{}{pq}", self.scheme(), self.authority()))
     }
 
     /// Same scheme, host and port: credentials may follow a redirect.

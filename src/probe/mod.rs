@@ -32,8 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub use client::IDLE_TIMEOUT;
-
 /// The probe connection pools, one per set of TLS options, kept from one
 /// generation to the next: a reload keeps the live connections to every
 /// endpoint (no burst of new TCP and TLS handshakes against the watched
@@ -170,9 +168,7 @@ impl Prober {
             client,
         }
     }
-}
 
-impl Prober {
     /// One shared copy of each distinct header map.
     fn shared(&self, headers: HeaderMap) -> Arc<HeaderMap> {
         let mut key = Vec::new();
@@ -194,11 +190,10 @@ fn basic_auth(url: &url::Url) -> Option<HeaderValue> {
     if url.username().is_empty() && url.password().is_none() {
         return None;
     }
-    let decode = |s: &str| percent_decode(s);
     let pair = format!(
         "{}:{}",
-        decode(url.username()),
-        decode(url.password().unwrap_or(""))
+        percent_decode(url.username()),
+        percent_decode(url.password().unwrap_or(""))
     );
     let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
     let mut v = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
