@@ -14,7 +14,11 @@
 //!
 //! Nothing is asserted; compare the ratios within one run.
 
+#[path = "shared/cpu.rs"]
+mod cpu;
+
 use bytes::Bytes;
+use cpu::thread_cpu;
 use http_body_util::{BodyExt, Empty, Full};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,16 +30,6 @@ const PATHS: usize = 1_000;
 const PER_TICK: usize = 10;
 const TICK: Duration = Duration::from_millis(10);
 const WARMUP: Duration = Duration::from_secs(5);
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 fn server() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

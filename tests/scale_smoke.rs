@@ -3,6 +3,8 @@
 //! storage. It checks that each part measured something; the figures
 //! themselves are printed, never asserted (docs/performance.md has them).
 
+#[path = "../benches/shared/cpu.rs"]
+mod cpu;
 #[path = "../benches/scale/harness.rs"]
 mod harness;
 #[path = "../benches/scale/storage.rs"]

@@ -3,6 +3,8 @@
 //! Runs the real `connwatch run` against a loopback target for each N and
 //! prints one Markdown table (see docs/performance.md). Nothing is asserted.
 
+#[path = "../shared/cpu.rs"]
+mod cpu;
 mod harness;
 mod storage;
 
