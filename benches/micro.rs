@@ -148,7 +148,7 @@ fn bench_signing(c: &mut Criterion) {
     let body = r#"{"id":"evt_01J0000000000000000000000","type":"connection.status_changed","timestamp":"2026-11-29T01:00:00.000Z","data":{"connection_id":"sap-prod","previous":"online","current":"offline"}}"#;
     c.bench_function("webhook signature (Standard Webhooks, HMAC-SHA256)", |b| {
         b.iter(|| {
-            connwatch::deliver::sinks::webhook::sign(
+            connwatch::sinks::webhook::sign::sign(
                 &secret,
                 "evt_01J0000000000000000000000",
                 "1800000000",

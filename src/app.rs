@@ -502,12 +502,13 @@ async fn storage_alarm(
     sinks: Vec<crate::config::Sink>,
     audit: Option<Audit>,
 ) {
-    use crate::deliver::sinks::{self, Outgoing};
+    use crate::event::{EventKind, Outgoing};
+    use crate::sinks::{Cx, Item};
     // A streak that began before this generation was already reported.
     trouble.borrow_and_update();
     let sinks: Vec<_> = sinks
         .into_iter()
-        .filter(|s| crate::event::filter_matches(&s.events, "system.error"))
+        .filter(|s| crate::policy::route::takes(s.imp.class(), &s.events, EventKind::SystemError))
         .collect();
     while trouble.changed().await.is_ok() {
         let Some(error) = trouble.borrow_and_update().clone() else {
@@ -522,17 +523,25 @@ async fn storage_alarm(
         }
         let now = crate::model::now_ms();
         let env = crate::event::Envelope::new(
-            "system.error",
+            EventKind::SystemError,
             now,
             None,
             serde_json::json!({"component": "database", "message": message}),
         );
-        let out = Outgoing::unstored(&env);
-        let Ok(client) = sinks::client() else {
+        let item = [Item {
+            out: Outgoing::unstored(&env),
+            action: None,
+        }];
+        let Ok(client) = crate::sinks::http::client() else {
             continue;
         };
         for s in &sinks {
-            let r = sinks::send(s, &out, &client, now).await;
+            let cx = Cx {
+                client: &client,
+                now,
+                timeout: s.timeout,
+            };
+            let r = s.imp.send(&item, cx).await;
             let sent = matches!(r.verdict, crate::deliver::retry::Verdict::Done);
             tracing::warn!(
                 sink = %s.id,
@@ -548,22 +557,19 @@ async fn storage_alarm(
 /// dispatcher.
 fn raise_system_error(config: &Config, message: &str, wake: &Notify) {
     let now = crate::model::now_ms();
+    let kind = crate::event::EventKind::SystemError;
     let env = crate::event::Envelope::new(
-        "system.error",
+        kind,
         now,
         None,
         serde_json::json!({"component": "config", "message": message}),
     );
-    let sinks: Vec<String> = config
-        .sinks
-        .iter()
-        .filter(|s| crate::event::filter_matches(&s.events, "system.error"))
-        .map(|s| s.id.clone())
-        .collect();
+    let policies: Vec<_> = config.sinks.iter().map(|s| s.policy()).collect();
+    let deliveries = crate::policy::route::system_deliveries(&policies, kind, None);
     let res = Store::open(&config.daemon.database)
         .map_err(|e| e.to_string())
         .and_then(|mut s| {
-            crate::store::outbox::insert_event(&mut s.db, &env, now, &sinks)
+            crate::store::outbox::insert_event(&mut s.db, &env, now, &deliveries)
                 .map_err(|e| e.to_string())
         });
     match res {

@@ -1,8 +1,8 @@
 //! The engine: owns every connection's state, fires probes when the timer
 //! queue (or a cron job) says so and the connection's gates allow it, feeds
-//! results through classification and the monitor state machines, decides
-//! which events are sent and which are held back, and hands records to the
-//! writer.
+//! results through classification and the monitor state machines, asks the
+//! alert policy ([`crate::policy`]) which events that makes and who hears
+//! them, and hands the records to the writer.
 //!
 //! It is one task and owns its state outright (no locks): probe tasks send
 //! their reports back over a channel. A global semaphore caps probes in
@@ -12,24 +12,19 @@
 //! a probe still running; the parent (`depends_on`) confirmed failing; an open
 //! circuit; a Retry-After or backoff deadline; the `auth_interval` of an
 //! `auth_required` connection.
-//!
-//! Suppression (events recorded with a reason, not delivered), strongest
-//! first: a maintenance window; the parent failing or suspected (its last
-//! probe failed); flapping (for per-change events). When the reason ends, one
-//! `status_changed` brings receivers from the last health they were sent to
-//! the current one, if the two differ.
 
 use crate::classify::{classify, Rules};
-use crate::config::{Cadence, Config, Connection, Sink};
-use crate::event::{self, Envelope};
+use crate::config::{Cadence, Config, Connection};
+use crate::event::Envelope;
+use crate::maintenance::Windows;
 use crate::model::{now_ms, rfc3339, Classified, Health, Outcome, UnixMs};
-use crate::monitor::{CircuitEvent, Draws, FlapEvent, MonitorState, SyncEvent};
+use crate::monitor::{CircuitEvent, Draws, FlapEvent, MonitorState, Observed, SyncEvent};
 use crate::ops::metrics::metrics;
+use crate::policy::{self, Held, Planned, Router, Routes};
 use crate::probe::{Prober, Report, Request};
 use crate::schedule::TimerQueue;
-use crate::store::writer::{NewEvent, Probe, Record, StateRow, Writer};
+use crate::store::writer::{LastState, NewEvent, Probe, Record, StateRow, Writer};
 use crate::store::Known;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -49,22 +44,10 @@ struct Watched {
     in_flight: bool,
     parent: Option<usize>,
     children: Vec<usize>,
-    /// Events are held back until then.
-    maintenance_until: Option<UnixMs>,
-    /// What was last handed to the writer, to write only changes. Only
-    /// what is compared is kept, not the JSON written.
-    saved: Option<Box<Saved>>,
-    /// For each event type, the sinks it goes to (cached).
-    routes: HashMap<&'static str, Vec<String>>,
-}
-
-/// The compared parts of the state row last handed to the writer.
-#[derive(PartialEq)]
-struct Saved {
-    state: MonitorState,
-    hold_until: Option<UnixMs>,
-    hold_reason: Option<&'static str>,
-    suppressed: Option<&'static str>,
+    /// The state row last handed to the writer.
+    saved: LastState,
+    /// Who hears which of its events (shared with connections alike).
+    routes: Arc<Routes>,
 }
 
 /// A probe's result on its way back to the engine.
@@ -149,16 +132,9 @@ pub struct EngineStats {
     pub suppressed: u64,
 }
 
-/// A maintenance window: the slots it covers and how long it lasts.
-struct Window {
-    slots: Vec<usize>,
-    duration: Duration,
-}
-
 pub struct Engine {
     conns: Vec<Watched>,
-    sinks: Vec<Sink>,
-    windows: Vec<Window>,
+    windows: Windows,
     queue: TimerQueue,
     writer: Writer,
     permits: Arc<Semaphore>,
@@ -175,8 +151,6 @@ pub struct Engine {
     liveness: crate::ops::notify::Liveness,
     /// Where to leave the schedule when stopping.
     schedule: Option<Schedule>,
-    /// The earliest `maintenance_until` of any connection.
-    maintenance_end: Option<UnixMs>,
 }
 
 /// The next due time of each interval connection, by id: a stopping
@@ -198,8 +172,8 @@ impl Engine {
     ) -> (Engine, mpsc::UnboundedSender<Command>, CronJobs) {
         let clock = Clock::start();
         let start = Instant::now();
-        let now = clock.now();
         let mut queue = TimerQueue::new(start, config.daemon.scheduler_tick);
+        let mut router = Router::new(config.sinks.iter().map(|s| s.policy()).collect());
         let mut conns = Vec::with_capacity(config.connections.len());
         let mut intervals = Vec::new();
         let mut jobs = Vec::new();
@@ -223,9 +197,8 @@ impl Engine {
                 in_flight: false,
                 parent: c.depends_on.as_deref().and_then(|p| index.get(p).copied()),
                 children: Vec::new(),
-                maintenance_until: None,
-                saved: None,
-                routes: HashMap::new(),
+                saved: LastState::default(),
+                routes: router.routes(&c.sinks, &c.events),
             });
             match &c.cadence {
                 Cadence::Interval(d) => intervals.push((slot, *d)),
@@ -237,27 +210,13 @@ impl Engine {
                 conns[p].children.push(slot);
             }
         }
-        let mut windows = Vec::new();
-        for (i, m) in config.maintenance.iter().enumerate() {
-            let slots: Vec<usize> = match &m.connections {
-                None => (0..conns.len()).collect(),
-                Some(ids) => ids
-                    .iter()
-                    .filter_map(|id| index.get(id.as_str()).copied())
-                    .collect(),
-            };
-            // A window that is already open (a restart inside it) applies now.
-            if let Some(end) = active_window_end(&m.schedule, m.duration, now) {
-                for &s in &slots {
-                    conns[s].maintenance_until = Some(end);
-                }
-                tracing::info!(window = i, until = %rfc3339(end), "maintenance window in progress");
-            }
-            windows.push(Window {
-                slots,
-                duration: m.duration,
-            });
-            jobs.push((m.schedule.clone(), Command::MaintenanceStart(i)));
+        let (windows, schedules, open) =
+            Windows::new(&config.maintenance, &index, conns.len(), clock.now());
+        for (i, until) in open {
+            tracing::info!(window = i, until = %rfc3339(until), "maintenance window in progress");
+        }
+        for (i, expr) in schedules.into_iter().enumerate() {
+            jobs.push((expr, Command::MaintenanceStart(i)));
         }
         queue.add_all(&intervals);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -265,7 +224,6 @@ impl Engine {
         let (api_tx, api_rx) = mpsc::channel(64);
         let engine = Engine {
             conns,
-            sinks: config.sinks.clone(),
             windows,
             queue,
             writer,
@@ -281,10 +239,7 @@ impl Engine {
             notifier: None,
             liveness: Default::default(),
             schedule: None,
-            maintenance_end: None,
         };
-        let mut engine = engine;
-        engine.refresh_maintenance_end();
         (engine, cmd_tx, jobs)
     }
 
@@ -384,7 +339,7 @@ impl Engine {
         // Write every connection's state once (status shows holds at once).
         let now = self.clock.now();
         for slot in 0..self.conns.len() {
-            self.save_state(slot, now).await;
+            self.hand_over(slot, now, Vec::new()).await;
         }
         let status = self.status_line();
         if let Some(n) = self.notifier.as_mut() {
@@ -398,7 +353,7 @@ impl Engine {
         let mut next_beat = Instant::now() + crate::ops::notify::HEARTBEAT;
         loop {
             let wake = self.queue.next_wake();
-            let maint = self.next_maintenance_end();
+            let maint = self.windows.next_end().map(|t| self.clock.instant_of(t));
             let ping = self
                 .notifier
                 .as_ref()
@@ -475,11 +430,11 @@ impl Engine {
             .is_some_and(|p| self.conns[p].state.confirmed_failing())
     }
 
-    /// Why events of `slot` are held back now (see [`crate::monitor::suppression`]).
-    fn suppression(&self, slot: usize, now: UnixMs, per_change: bool) -> Option<&'static str> {
+    /// What holds the events of `slot` back at `now`.
+    fn held(&self, slot: usize, now: UnixMs) -> Held {
         let w = &self.conns[slot];
         let parent = w.parent.map(|p| &self.conns[p].state);
-        crate::monitor::suppression(w.maintenance_until, now, parent, &w.state, per_change)
+        policy::held(self.windows.until(slot), now, parent, &w.state)
     }
 
     /// Starts a probe of `slot` unless a gate says no.
@@ -497,15 +452,13 @@ impl Engine {
         if self.parent_failing(slot) || self.conns[slot].state.gate(now).is_some() {
             self.stats.held += 1;
             metrics().held.inc();
-            self.save_state(slot, now).await;
+            self.hand_over(slot, now, Vec::new()).await;
             return;
         }
-        if let Some(ev) = self.conns[slot].state.breaker.begin_probe(now) {
-            let sup = self.suppression(slot, now, true);
-            let events = self.circuit_events(slot, ev, now, sup);
-            let state = self.state_row(slot, now);
+        if self.conns[slot].state.breaker.begin_probe(now).is_some() {
             tracing::info!(connection_id = %self.conns[slot].cfg.id, "circuit half-open: trial probe");
-            self.send_change(slot, now, events, state).await;
+            let planned = policy::after_trial(now, self.held(slot, now), &self.conns[slot].routes);
+            self.hand_over(slot, now, planned).await;
         }
         let w = &mut self.conns[slot];
         w.in_flight = true;
@@ -527,8 +480,8 @@ impl Engine {
         });
     }
 
-    /// Classifies a finished probe, advances the state machines, decides the
-    /// events and queues the record for the writer.
+    /// Classifies a finished probe, advances the state machines, asks the
+    /// policy for the events and queues the record for the writer.
     async fn complete(&mut self, done: Done) {
         self.stats.probes_done += 1;
         let slot = done.slot;
@@ -553,55 +506,23 @@ impl Engine {
         metrics().probe(c.outcome, c.latency.as_secs_f64());
         let was_failing = self.conns[slot].state.health.health.is_failure();
         let obs = self.conns[slot].state.observe(&c, at, &cfg, draws);
-        tracing::debug!(
-            connection_id = %cfg.id,
-            outcome = %c.outcome,
-            latency_ms = c.latency.as_millis() as u64,
-            error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
-            "probe"
-        );
-        let per_change = self.suppression(slot, at, true);
-        let other = self.suppression(slot, at, false);
-        let mut events = Vec::new();
-        if let Some(f) = obs.flap {
-            events.extend(self.flap_events(slot, f, at, other));
-        }
-        if let Some(t) = obs.transition {
+        let held = self.held(slot, at);
+        if obs.transition.is_some() {
             self.stats.transitions += 1;
             metrics().transitions.inc();
-            log_transition(&cfg, t.previous, t.current, &c, per_change);
-            if let Some(reason) = per_change {
-                events.extend(self.status_events(
-                    slot,
-                    t.previous,
-                    t.current,
-                    Some(&c),
-                    at,
-                    Some(reason),
-                ));
-            }
         }
-        if per_change.is_none() {
-            if let Some((prev, cur)) = self.conns[slot].state.catch_up() {
-                events.extend(self.status_events(slot, prev, cur, Some(&c), at, None));
-            }
-        }
-        if let Some(ce) = obs.circuit {
-            events.extend(self.circuit_events(slot, ce, at, per_change));
-        }
-        if let Some(rh) = obs.rate_hold {
-            if let Some(asked) = rh.capped_from {
-                tracing::warn!(
-                    connection_id = %cfg.id,
-                    retry_after_s = asked.as_secs(),
-                    capped_s = cfg.retry_after_max.as_secs(),
-                    "Retry-After beyond retry_after_max; capped"
-                );
-            }
-        }
-        for s in &obs.sync {
-            events.extend(self.sync_event(slot, s, at, other));
-        }
+        log_observed(&cfg, &c, &obs, held, self.conns[slot].state.health.health);
+        let w = &mut self.conns[slot];
+        let probe = policy::Probe {
+            at,
+            observed: &obs,
+            error: c.error.as_ref(),
+            latency_ms: c.latency.as_millis() as u64,
+            held,
+            auth_interval: cfg.auth_interval,
+        };
+        let planned = policy::after_probe(&mut w.state, &probe, &w.routes);
+        let events = self.stored(slot, at, planned);
         let state = self.state_row(slot, at);
         let w = &self.conns[slot];
         let rec = Record {
@@ -631,20 +552,11 @@ impl Engine {
         }
     }
 
-    /// Hands the writer the state of `slot` if it changed (no probe).
-    async fn save_state(&mut self, slot: usize, now: UnixMs) {
-        let state = self.state_row(slot, now);
-        self.send_change(slot, now, Vec::new(), state).await;
-    }
-
-    /// Hands the writer events and/or a state change that no probe carries.
-    async fn send_change(
-        &mut self,
-        slot: usize,
-        at: UnixMs,
-        events: Vec<NewEvent>,
-        state: Option<StateRow>,
-    ) {
+    /// Hands the writer planned events and the state of `slot` if it
+    /// changed (no probe).
+    async fn hand_over(&mut self, slot: usize, at: UnixMs, planned: Vec<Planned>) {
+        let events = self.stored(slot, at, planned);
+        let state = self.state_row(slot, at);
         if events.is_empty() && state.is_none() {
             return;
         }
@@ -660,6 +572,26 @@ impl Engine {
         self.writer.send(rec).await;
     }
 
+    /// The planned events of `slot` as the writer stores them, counted.
+    fn stored(&mut self, slot: usize, at: UnixMs, planned: Vec<Planned>) -> Vec<NewEvent> {
+        let id = &self.conns[slot].cfg.id;
+        planned
+            .into_iter()
+            .map(|p| {
+                self.stats.events += 1;
+                metrics().events.inc();
+                if p.suppressed.is_some() {
+                    self.stats.suppressed += 1;
+                }
+                NewEvent {
+                    envelope: Envelope::new(p.kind, at, Some(id), p.data),
+                    deliveries: p.deliveries,
+                    suppressed: p.suppressed.map(policy::Reason::as_str),
+                }
+            })
+            .collect()
+    }
+
     /// The state columns of `slot`, if they differ from the last ones saved.
     fn state_row(&mut self, slot: usize, now: UnixMs) -> Option<StateRow> {
         let (hold_until, hold_reason) = if self.parent_failing(slot) {
@@ -670,289 +602,36 @@ impl Engine {
                 None => (None, None),
             }
         };
-        let suppressed = self.suppression(slot, now, true);
+        let suppressed = self.held(slot, now).per_change.map(policy::Reason::as_str);
         let w = &mut self.conns[slot];
-        if let Some(s) = &w.saved {
-            if s.state == w.state
-                && s.hold_until == hold_until
-                && s.hold_reason == hold_reason
-                && s.suppressed == suppressed
-            {
-                return None;
-            }
-        }
-        let row = StateRow {
-            json: w.state.to_json(),
-            circuit: w.state.breaker.circuit.as_str(),
-            hold_until,
-            hold_reason,
-            suppressed,
-            sent_health: w.state.sent.as_str(),
-        };
-        let saved = Saved {
-            state: w.state.clone(),
-            hold_until,
-            hold_reason,
-            suppressed,
-        };
-        match &mut w.saved {
-            Some(s) => **s = saved,
-            None => w.saved = Some(Box::new(saved)),
-        }
-        Some(row)
-    }
-
-    /// Builds an event for `slot` (if its `events` filter lets it exist).
-    fn event(
-        &mut self,
-        slot: usize,
-        kind: &'static str,
-        at: UnixMs,
-        data: Value,
-        suppressed: Option<&'static str>,
-    ) -> Option<NewEvent> {
-        let w = &mut self.conns[slot];
-        if !event::filter_matches(&w.cfg.events, kind) {
-            return None;
-        }
-        let sinks = w
-            .routes
-            .entry(kind)
-            .or_insert_with(|| {
-                self.sinks
-                    .iter()
-                    .filter(|s| {
-                        w.cfg.sinks.contains(&s.id) && event::filter_matches(&s.events, kind)
-                    })
-                    .map(|s| s.id.clone())
-                    .collect()
-            })
-            .clone();
-        self.stats.events += 1;
-        metrics().events.inc();
-        if suppressed.is_some() {
-            self.stats.suppressed += 1;
-        }
-        Some(NewEvent {
-            envelope: Envelope::new(kind, at, Some(&w.cfg.id), data),
-            sinks,
-            suppressed,
-        })
-    }
-
-    /// `status_changed`, plus `auth_required` / `rate_limited` when the new
-    /// health is one of those.
-    fn status_events(
-        &mut self,
-        slot: usize,
-        previous: Health,
-        current: Health,
-        c: Option<&Classified>,
-        at: UnixMs,
-        suppressed: Option<&'static str>,
-    ) -> Vec<NewEvent> {
-        let st = &self.conns[slot].state;
-        let cfg = &self.conns[slot].cfg;
-        let latency_ms = c.map(|c| c.latency.as_millis() as u64);
-        let error = c.and_then(|c| c.error.clone());
-        let data = json!({
-            "previous": previous.as_str(),
-            "current": current.as_str(),
-            "error": error,
-            "latency_ms": latency_ms,
-            "consecutive_failures": st.health.consecutive_failures,
-            "circuit": st.breaker.circuit.as_str(),
-        });
-        let extra = match current {
-            Health::Is(Outcome::AuthRequired) => Some((
-                event::AUTH_REQUIRED,
-                json!({
-                    "error": error,
-                    "auth_interval_s": cfg.auth_interval.as_secs(),
-                    "next_probe_at": st.hold.auth_until.map(rfc3339),
-                }),
-            )),
-            Health::Is(Outcome::RateLimited) => Some((
-                event::RATE_LIMITED,
-                json!({
-                    "error": error,
-                    "retry_after_s": st.hold.rate_limited_until.map(|t| ((t - at).max(0) + 999) / 1000),
-                    "retry_at": st.hold.rate_limited_until.map(rfc3339),
-                }),
-            )),
-            _ => None,
-        };
-        let mut out: Vec<NewEvent> = self
-            .event(slot, event::STATUS_CHANGED, at, data, suppressed)
-            .into_iter()
-            .collect();
-        if let Some((kind, data)) = extra {
-            out.extend(self.event(slot, kind, at, data, suppressed));
-        }
-        out
-    }
-
-    fn circuit_events(
-        &mut self,
-        slot: usize,
-        ce: CircuitEvent,
-        at: UnixMs,
-        suppressed: Option<&'static str>,
-    ) -> Vec<NewEvent> {
-        let id = self.conns[slot].cfg.id.clone();
-        let (kind, data) = match ce {
-            CircuitEvent::Opened {
-                consecutive_failures,
-                failure_rate,
-                until,
-                reopen,
-            } => {
-                tracing::warn!(connection_id = %id, consecutive_failures, until = %rfc3339(until), "circuit opened");
-                (
-                    "circuit.opened",
-                    json!({
-                        "consecutive_failures": consecutive_failures,
-                        "failure_rate": failure_rate,
-                        "open_for_ms": until - at,
-                        "next_trial_at": rfc3339(until),
-                        "reopened": reopen > 0,
-                    }),
-                )
-            }
-            CircuitEvent::HalfOpened => ("circuit.half_opened", json!({ "trial_at": rfc3339(at) })),
-            CircuitEvent::Closed => {
-                tracing::info!(connection_id = %id, "circuit closed");
-                ("circuit.closed", json!({}))
-            }
-        };
-        self.event(slot, kind, at, data, suppressed)
-            .into_iter()
-            .collect()
-    }
-
-    fn flap_events(
-        &mut self,
-        slot: usize,
-        f: FlapEvent,
-        at: UnixMs,
-        suppressed: Option<&'static str>,
-    ) -> Vec<NewEvent> {
-        let id = self.conns[slot].cfg.id.clone();
-        let health = self.conns[slot].state.health.health;
-        let (kind, percent) = match f {
-            FlapEvent::Started { percent } => {
-                tracing::warn!(connection_id = %id, percent, "flapping started; per-change events held");
-                ("connection.flapping_started", percent)
-            }
-            FlapEvent::Stopped { percent } => {
-                tracing::info!(connection_id = %id, percent, health = %health, "flapping stopped");
-                ("connection.flapping_stopped", percent)
-            }
-        };
-        let data = json!({ "percent_state_change": (percent * 10.0).round() / 10.0, "health": health.as_str() });
-        self.event(slot, kind, at, data, suppressed)
-            .into_iter()
-            .collect()
-    }
-
-    fn sync_event(
-        &mut self,
-        slot: usize,
-        s: &SyncEvent,
-        at: UnixMs,
-        suppressed: Option<&'static str>,
-    ) -> Option<NewEvent> {
-        let (kind, data) = match s {
-            SyncEvent::Completed {
-                status,
-                finished_at,
-            } => (
-                "sync.completed",
-                json!({ "status": status, "finished_at": rfc3339(*finished_at) }),
-            ),
-            SyncEvent::Failed {
-                status,
-                finished_at,
-            } => (
-                "sync.failed",
-                json!({ "status": status, "finished_at": rfc3339(*finished_at) }),
-            ),
-            SyncEvent::Stale {
-                finished_at,
-                age_ms,
-            } => {
-                tracing::warn!(connection_id = %self.conns[slot].cfg.id, age_s = age_ms / 1000, "sync is stale");
-                (
-                    "sync.stale",
-                    json!({ "finished_at": rfc3339(*finished_at), "age_s": age_ms / 1000 }),
-                )
-            }
-        };
-        self.event(slot, kind, at, data, suppressed)
+        w.saved
+            .changed(&w.state, hold_until, hold_reason, suppressed)
     }
 
     async fn start_window(&mut self, i: usize) {
-        let Some(w) = self.windows.get(i) else {
+        let now = self.clock.now();
+        let Some((slots, until)) = self.windows.start(i, now) else {
             return;
         };
-        let now = self.clock.now();
-        let until = now + w.duration.as_millis() as i64;
-        let slots = w.slots.clone();
         tracing::info!(window = i, connections = slots.len(), until = %rfc3339(until), "maintenance window started; events held");
         for slot in slots {
-            let c = &mut self.conns[slot];
-            c.maintenance_until = Some(c.maintenance_until.map_or(until, |t| t.max(until)));
-            self.save_state(slot, now).await;
+            self.hand_over(slot, now, Vec::new()).await;
         }
-        self.refresh_maintenance_end();
-    }
-
-    fn next_maintenance_end(&self) -> Option<Instant> {
-        Some(self.clock.instant_of(self.maintenance_end?))
-    }
-
-    /// Recomputes the earliest window end (only when windows start or end:
-    /// the loop reads the cached value on every turn).
-    fn refresh_maintenance_end(&mut self) {
-        self.maintenance_end = self.conns.iter().filter_map(|c| c.maintenance_until).min();
     }
 
     /// Ends windows that are over; brings receivers up to date.
     async fn end_windows(&mut self) {
         let now = self.clock.now();
-        for slot in 0..self.conns.len() {
-            if self.conns[slot].maintenance_until.is_none_or(|t| t > now) {
-                continue;
-            }
-            self.conns[slot].maintenance_until = None;
+        for slot in self.windows.end_due(now) {
             tracing::info!(connection_id = %self.conns[slot].cfg.id, "maintenance window ended");
-            let mut events = Vec::new();
-            if self.suppression(slot, now, true).is_none() {
-                if let Some((prev, cur)) = self.conns[slot].state.catch_up() {
-                    events = self.status_events(slot, prev, cur, None, now, None);
-                }
+            let mut planned = Vec::new();
+            if self.held(slot, now).per_change.is_none() {
+                let w = &mut self.conns[slot];
+                planned = policy::catch_up(&mut w.state, now, w.cfg.auth_interval, &w.routes);
             }
-            let state = self.state_row(slot, now);
-            self.send_change(slot, now, events, state).await;
+            self.hand_over(slot, now, planned).await;
         }
-        self.refresh_maintenance_end();
     }
-}
-
-/// If a window of `schedule` + `duration` is open at `now`, when it ends.
-pub fn active_window_end(schedule: &str, duration: Duration, now: UnixMs) -> Option<UnixMs> {
-    let cron = croner::Cron::new(schedule)
-        .with_seconds_required()
-        .with_dom_and_dow()
-        .parse()
-        .ok()?;
-    let from = chrono::DateTime::from_timestamp_millis(now - duration.as_millis() as i64)?;
-    let start = cron
-        .find_next_occurrence(&from, true)
-        .ok()?
-        .timestamp_millis();
-    let end = start + duration.as_millis() as i64;
-    (start <= now && now < end).then_some(end)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -962,41 +641,58 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn log_transition(
-    cfg: &Connection,
-    previous: Health,
-    current: Health,
-    c: &Classified,
-    held: Option<&str>,
-) {
-    let error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-    let held = held.unwrap_or("");
-    if current.is_failure() || matches!(current, Health::Is(Outcome::AuthRequired)) {
-        tracing::warn!(connection_id = %cfg.id, %previous, %current, error, held, "health changed");
-    } else {
-        tracing::info!(connection_id = %cfg.id, %previous, %current, error, held, "health changed");
+/// The log lines of one probe's changes (the events are the policy's).
+fn log_observed(cfg: &Connection, c: &Classified, obs: &Observed, held: Held, health: Health) {
+    let id = &cfg.id;
+    tracing::debug!(
+        connection_id = %id,
+        outcome = %c.outcome,
+        latency_ms = c.latency.as_millis() as u64,
+        error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
+        "probe"
+    );
+    if let Some(f) = obs.flap {
+        match f {
+            FlapEvent::Started { percent } => {
+                tracing::warn!(connection_id = %id, percent, "flapping started; per-change events held")
+            }
+            FlapEvent::Stopped { percent } => {
+                tracing::info!(connection_id = %id, percent, %health, "flapping stopped")
+            }
+        }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_window_in_progress_is_found() {
-        // Every minute at second 0, lasting 30 s.
-        let base = 1_764_000_000_000i64; // a whole minute
-        assert_eq!(
-            active_window_end("0 * * * * *", Duration::from_secs(30), base + 10_000),
-            Some(base + 30_000)
+    if let Some(t) = obs.transition {
+        let error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+        let held = held.per_change.map(policy::Reason::as_str).unwrap_or("");
+        let (previous, current) = (t.previous, t.current);
+        if current.is_failure() || current == Health::Is(Outcome::AuthRequired) {
+            tracing::warn!(connection_id = %id, %previous, %current, error, held, "health changed");
+        } else {
+            tracing::info!(connection_id = %id, %previous, %current, error, held, "health changed");
+        }
+    }
+    match obs.circuit {
+        Some(CircuitEvent::Opened {
+            consecutive_failures,
+            until,
+            ..
+        }) => {
+            tracing::warn!(connection_id = %id, consecutive_failures, until = %rfc3339(until), "circuit opened")
+        }
+        Some(CircuitEvent::Closed) => tracing::info!(connection_id = %id, "circuit closed"),
+        _ => {}
+    }
+    if let Some(asked) = obs.rate_hold.and_then(|rh| rh.capped_from) {
+        tracing::warn!(
+            connection_id = %id,
+            retry_after_s = asked.as_secs(),
+            capped_s = cfg.retry_after_max.as_secs(),
+            "Retry-After beyond retry_after_max; capped"
         );
-        assert_eq!(
-            active_window_end("0 * * * * *", Duration::from_secs(30), base + 40_000),
-            None
-        );
-        assert_eq!(
-            active_window_end("0 * * * * *", Duration::from_secs(30), base),
-            Some(base + 30_000)
-        );
+    }
+    for s in &obs.sync {
+        if let SyncEvent::Stale { age_ms, .. } = s {
+            tracing::warn!(connection_id = %id, age_s = age_ms / 1000, "sync is stale");
+        }
     }
 }

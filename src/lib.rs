@@ -11,20 +11,27 @@
 //! ```text
 //! config ─▶ schedule/engine ─▶ probe ─▶ classify (pure) ─▶ monitor (pure, time passed in)
 //!                                                              │
+//!                                   policy (pure): which events, who hears them
+//!                                                              │
 //!                 store::writer: one transaction = probe rows + transition + outbox rows
+//!                                                              │
+//!                          deliver (a lane per sink) ─▶ sinks/<kind>/
 //! ```
 //!
 //! - [`config`]: TOML -> validated [`config::Config`]; errors with file:line:column.
 //! - [`schedule`]: the timer queue for interval connections (cron ones use
-//!   tokio-cron-scheduler, wired in [`app`]).
+//!   tokio-cron-scheduler, wired in [`app`]); [`maintenance`]: windows.
 //! - [`engine`]: owns connection state, fires probes, feeds results on.
 //! - [`probe`]: the HTTP request; shared clients; bounded body.
-//! - [`classify`]: response -> outcome, the table of PRODUCT §1.
-//! - [`monitor`]: pure state machines (confirmed health; the breaker and
-//!   friends plug in here).
-//! - [`store`]: schema, the single batching writer, queries, retention.
-//! - [`event`]: the event envelope and types.
-//! - [`deliver`]: the outbox dispatcher, retry policy and sinks.
+//! - [`classify`]: response -> outcome, the classification table.
+//! - [`monitor`]: pure state machines (confirmed health, breaker, holds,
+//!   flapping, syncs).
+//! - [`policy`]: the alert policy, pure: which events exist, who hears
+//!   them, one page per outage, chat grouping, fresh news first.
+//! - [`store`]: schema, the batching writer, the outbox, queries, retention.
+//! - [`event`]: the event envelope and the one list of event kinds.
+//! - [`deliver`]: the outbox dispatcher and the retry policy.
+//! - [`sinks`]: one folder per sink kind, behind one trait, and the registry.
 //! - [`sandbox`]: the simulated status API and webhook receiver.
 //! - [`app`]: start-up order and shutdown; [`cli`]: the commands' output.
 
@@ -36,10 +43,13 @@ pub mod config;
 pub mod deliver;
 pub mod engine;
 pub mod event;
+pub mod maintenance;
 pub mod model;
 pub mod monitor;
 pub mod ops;
+pub mod policy;
 pub mod probe;
 pub mod sandbox;
 pub mod schedule;
+pub mod sinks;
 pub mod store;

@@ -1,7 +1,7 @@
 //! Crash consistency: the daemon is killed with SIGKILL at random moments
 //! (seeded) while probes, transitions and deliveries flow, and started again
 //! each time. Afterwards the database must be intact, every committed
-//! transition must have its event, every event must be delivered after the
+//! transition must have its event (but online baselines, told to no one), every event must be delivered after the
 //! final drain (at least once), nothing may be delivered that the database
 //! does not hold, and an open circuit must stay open across every kill.
 //!
@@ -248,10 +248,22 @@ url = "http://{hook}/hook"
         .unwrap();
     assert_eq!(ok, "ok");
     let transitions = scalar(&db, "SELECT count(*) FROM transitions");
+    // Every transition has its event, but an online baseline (the first
+    // confirmed health of a connection, when it is online), which is told
+    // to no one.
     let orphans = scalar(
         &db,
         "SELECT count(*) FROM transitions t
-         WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.transition = t.id)",
+         WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.transition = t.id)
+           AND NOT (t.previous = 'unknown' AND t.current = 'online')",
+    );
+    let baselines = scalar(
+        &db,
+        "SELECT count(*) FROM transitions WHERE previous = 'unknown' AND current = 'online'",
+    );
+    assert!(
+        baselines <= 4,
+        "one online baseline per connection at most: {baselines}"
     );
     let events = scalar(&db, "SELECT count(*) FROM events");
     let not_done = scalar(&db, "SELECT count(*) FROM deliveries WHERE state != 'done'");

@@ -177,17 +177,31 @@ fn daemon_confirms_each_scenario_and_exits_cleanly() {
     sorted.sort();
     assert_eq!(times, sorted, "history is oldest first");
 
-    // The outbox holds one status_changed event per transition.
+    // The outbox holds one status_changed event per transition, but for
+    // online baselines (the first confirmed health, online), which are
+    // recorded in history and told to no one.
     let db = rusqlite::Connection::open(setup.db()).unwrap();
-    let (transitions, events): (i64, i64) = db
+    let (transitions, baselines, events): (i64, i64, i64) = db
         .query_row(
-            "SELECT (SELECT count(*) FROM transitions), (SELECT count(*) FROM events WHERE type = 'connection.status_changed')",
+            "SELECT (SELECT count(*) FROM transitions),
+                    (SELECT count(*) FROM transitions WHERE previous = 'unknown' AND current = 'online'),
+                    (SELECT count(*) FROM events WHERE type = 'connection.status_changed')",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
     assert!(transitions >= SCENARIOS.len() as i64);
-    assert_eq!(transitions, events);
+    assert!(baselines >= 1, "stable and goes-down start online");
+    assert_eq!(transitions - baselines, events);
+    let told_baselines: i64 = db
+        .query_row(
+            "SELECT count(*) FROM events WHERE type = 'connection.status_changed'
+             AND json_extract(envelope, '$.data.previous') = 'unknown' AND json_extract(envelope, '$.data.current') = 'online'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(told_baselines, 0);
     let env: String = db
         .query_row("SELECT envelope FROM events e JOIN connections c ON c.key = e.conn WHERE c.id = 'auth' AND e.type = 'connection.auth_required'", [], |r| r.get(0))
         .unwrap();

@@ -203,7 +203,6 @@ fn all_keys() -> Vec<&'static str> {
         schema::TOP,
         schema::DAEMON,
         schema::CONNECTION,
-        schema::SINK,
         schema::MAINTENANCE,
         schema::SANDBOX,
         schema::BREAKER,
@@ -213,6 +212,7 @@ fn all_keys() -> Vec<&'static str> {
     .iter()
     .flat_map(|fields| fields.iter().map(|f| f.name))
     .collect();
+    keys.extend(sink_keys());
     keys.extend([
         "intervall",
         "breaker.window",
@@ -394,6 +394,18 @@ fn names(fields: &[schema::Field]) -> Vec<&'static str> {
     fields.iter().map(|f| f.name).collect()
 }
 
+/// Every key a `[[sink]]` may have: the common ones and each kind's.
+fn sink_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = schema::SINK_COMMON
+        .iter()
+        .chain(connwatch::sinks::KINDS.iter().flat_map(|k| k.keys.iter()))
+        .map(|f| f.name)
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// `header`, then some of `keys` (distinct), each with a value.
 fn section(header: &'static str, keys: Vec<&'static str>) -> impl Strategy<Value = String> {
     let n = keys.len().min(6);
@@ -421,7 +433,7 @@ fn known_keys_file() -> impl Strategy<Value = String> {
             "[[connection]]",
             vec!["id", "url", "depends_on", "sinks", "interval", "timeout"]
         ),
-        section("[[sink]]", names(schema::SINK)),
+        section("[[sink]]", sink_keys()),
         section(
             "[[sink]]",
             vec![
@@ -898,7 +910,7 @@ proptest! {
             // What passes the check is what the scheduler runs: finding the
             // next window must not panic either.
             let now = 1_764_000_000_000;
-            let _ = connwatch::engine::active_window_end(&text, Duration::from_secs(3600), now);
+            let _ = connwatch::maintenance::active_window_end(&text, Duration::from_secs(3600), now);
         }
     }
 }

@@ -86,25 +86,25 @@ pub fn plan(c: &Config) -> String {
         .sinks
         .iter()
         .map(|s| {
-            let target = match (&s.url, &s.path, s.command.first()) {
-                // A Slack incoming-webhook URL is a secret in its path.
-                (Some(u), _, _) if s.kind == crate::config::SinkKind::Slack => {
-                    format!("{}://{}/***", u.scheme(), u.host_str().unwrap_or(""))
+            let class = match s.imp.class() {
+                crate::policy::SinkClass::Chat { group_wait } => {
+                    format!("chat, group_wait {}", format_duration(group_wait))
                 }
-                (Some(u), _, _) => redact_url(u),
-                (_, Some(p), _) => p.display().to_string(),
-                (_, _, Some(cmd)) => cmd.clone(),
-                _ => "stdout".into(),
+                other => other.name().to_string(),
             };
-            let events = if s.events.is_empty() {
-                "*".to_string()
-            } else {
-                s.events.join(",")
-            };
-            vec![s.id.clone(), s.kind.as_str().into(), target, events]
+            vec![
+                s.id.clone(),
+                s.kind.into(),
+                class,
+                s.imp.target(),
+                s.events.describe(),
+            ]
         })
         .collect();
-    out.push_str(&super::table(&["ID", "KIND", "TARGET", "EVENTS"], &rows));
+    out.push_str(&super::table(
+        &["ID", "KIND", "POLICY", "TARGET", "EVENTS"],
+        &rows,
+    ));
     if !c.maintenance.is_empty() {
         let _ = writeln!(out, "\n{} maintenance window(s):", c.maintenance.len());
         let rows: Vec<Vec<String>> = c

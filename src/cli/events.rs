@@ -2,8 +2,8 @@
 
 use crate::config::Sink;
 use crate::deliver::retry::Verdict;
-use crate::deliver::sinks::{self, AttemptResult, Outgoing};
-use crate::event::Envelope;
+use crate::event::{Envelope, EventKind, Outgoing};
+use crate::sinks::{AttemptResult, Cx, Item};
 use crate::store::outbox::EventRow;
 
 pub fn render(rows: &[EventRow]) -> String {
@@ -57,16 +57,25 @@ pub fn render(rows: &[EventRow]) -> String {
 
 /// Sends a synthetic event to `sink` once.
 pub async fn test_sink(sink: &Sink) -> AttemptResult {
+    let now = crate::model::now_ms();
     let env = Envelope::new(
-        crate::event::STATUS_CHANGED,
-        crate::model::now_ms(),
+        EventKind::StatusChanged,
+        now,
         Some("connwatch-test"),
-        serde_json::json!({"previous": "online", "current": "offline", "test": true,
+        serde_json::json!({"previous": "online", "current": "offline", "severity": "critical", "test": true,
             "error": {"kind": "http_status", "message": "synthetic test event", "http_status": 503}}),
     );
-    let out = Outgoing::unstored(&env);
-    let client = sinks::client().unwrap_or_default();
-    sinks::send(sink, &out, &client, crate::model::now_ms()).await
+    let item = [Item {
+        out: Outgoing::unstored(&env),
+        action: None,
+    }];
+    let client = crate::sinks::http::client().unwrap_or_default();
+    let cx = Cx {
+        client: &client,
+        now,
+        timeout: sink.timeout,
+    };
+    sink.imp.send(&item, cx).await
 }
 
 pub fn render_test(id: &str, r: &AttemptResult) -> String {

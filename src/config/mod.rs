@@ -13,16 +13,17 @@ pub mod error;
 pub mod raw;
 pub mod schema;
 pub mod secret;
+pub mod section;
 mod validate;
 pub use validate::{check_cron, check_whsec as validate_whsec, valid_id};
 
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
 pub use secret::Secret;
+pub use section::Section;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +51,11 @@ pub const DEFAULT_AUTH_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 2;
 pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_OPEN_FOR: Duration = Duration::from_secs(600);
+/// The longest wait between trials of an open circuit, and so the longest
+/// a recovery goes unnoticed: two minutes, one probe every two minutes to
+/// a sick system, a resolve within about three minutes of recovery at the
+/// default interval (docs/delivery.md, "How soon a recovery is noticed").
+pub const DEFAULT_MAX_OPEN_FOR: Duration = Duration::from_secs(120);
 pub const DEFAULT_WINDOW: u32 = 20;
 pub const DEFAULT_MIN_PROBES: u32 = 10;
 pub const DEFAULT_JSON_POINTER: &str = "/status";
@@ -60,8 +65,6 @@ pub const DEFAULT_OFFLINE: &[&str] = &["offline", "error", "down", "failed"];
 pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SINK_MAX_AGE: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(600);
-pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
-pub const DEFAULT_PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 pub const DEFAULT_SANDBOX_LISTEN: &str = "127.0.0.1:8089";
 pub const DEFAULT_RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 pub const DEFAULT_RATE_LIMIT_BACKOFF_MAX: Duration = Duration::from_secs(1800);
@@ -315,64 +318,41 @@ pub struct Connection {
     pub depends_on: Option<String>,
     /// Sink ids this connection's events go to (already defaulted to all).
     pub sinks: Vec<String>,
-    /// Event types this connection emits; empty = all.
-    pub events: Vec<String>,
+    /// Event types this connection emits.
+    pub events: crate::event::EventFilter,
     pub tls: Tls,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
-    Webhook,
-    Pagerduty,
-    Alertmanager,
-    Slack,
-    Command,
-    Log,
-}
-
-impl SinkKind {
-    pub const ALL: [(&'static str, SinkKind); 6] = [
-        ("webhook", SinkKind::Webhook),
-        ("pagerduty", SinkKind::Pagerduty),
-        ("alertmanager", SinkKind::Alertmanager),
-        ("slack", SinkKind::Slack),
-        ("command", SinkKind::Command),
-        ("log", SinkKind::Log),
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        SinkKind::ALL
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("?")
-    }
-}
-
-/// One `[[sink]]`.
+/// One `[[sink]]`: the keys every sink has, and what its kind does.
 #[derive(Debug, Clone)]
 pub struct Sink {
     pub id: String,
-    pub kind: SinkKind,
-    pub url: Option<Url>,
-    /// Webhook signing secrets (`whsec_…`); several during rotation.
-    pub secrets: Vec<Secret>,
-    pub routing_key: Option<Secret>,
-    pub headers: Vec<(String, Secret)>,
-    pub labels: BTreeMap<String, String>,
-    /// Event types this sink receives; empty = all.
-    pub events: Vec<String>,
+    /// The kind's name (`webhook`, `pagerduty`, …).
+    pub kind: &'static str,
+    /// Event types this sink takes (see [`crate::policy::route`]).
+    pub events: crate::event::EventFilter,
+    /// For one attempt.
     pub timeout: Duration,
+    /// Undelivered events older than this are dead.
     pub max_age: Duration,
-    pub command: Vec<String>,
-    pub path: Option<PathBuf>,
     /// Cap of the retry backoff.
     pub retry_max: Duration,
-    /// Alertmanager: how often firing alerts are re-sent.
-    pub resend_interval: Duration,
     /// While a connection stays unhealthy, re-send its last status event
     /// this often (off when `None`).
     pub remind_every: Option<Duration>,
+    /// The kind's own keys, payload and quirks (`src/sinks/<kind>/`).
+    pub imp: Arc<dyn crate::sinks::Sink>,
+}
+
+impl Sink {
+    /// The sink as the alert policy sees it.
+    pub fn policy(&self) -> crate::policy::route::SinkPolicy {
+        crate::policy::route::SinkPolicy {
+            id: Arc::from(self.id.as_str()),
+            class: self.imp.class(),
+            events: self.events.clone(),
+        }
+    }
 }
 
 /// One `[[maintenance]]` window.
@@ -419,7 +399,8 @@ impl Config {
 
     /// Loads only `[daemon]` (database, retention…): for the read-only
     /// commands, which must work from a shell that lacks the daemon's secret
-    /// variables. Syntax, unknown keys and types are still checked everywhere.
+    /// variables. Syntax and unknown keys are still checked everywhere, and
+    /// types everywhere but in `[[sink]]` tables (whose kinds check them).
     pub fn load_daemon(path: &Path) -> Result<Daemon, ConfigErrors> {
         let text = read(path)?;
         let loc = error::Locator::new(path, &text);
@@ -611,7 +592,7 @@ impl Connection {
             flap_low: DEFAULT_FLAP_LOW,
             depends_on: None,
             sinks: Vec::new(),
-            events: Vec::new(),
+            events: crate::event::EventFilter::all(),
             tls: Tls::default(),
         }
     }

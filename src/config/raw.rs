@@ -12,8 +12,9 @@ pub struct RawConfig {
     pub defaults: Option<RawProbe>,
     #[serde(default)]
     pub connection: Vec<RawProbe>,
+    /// Each kind reads its own keys (`src/sinks/<kind>/`).
     #[serde(default)]
-    pub sink: Vec<RawSink>,
+    pub sink: Vec<toml::Table>,
     #[serde(default)]
     pub maintenance: Vec<RawMaintenance>,
     pub sandbox: Option<RawSandbox>,
@@ -107,45 +108,6 @@ pub struct RawBreaker {
 pub enum ByteSize {
     Bytes(i64),
     Text(String),
-}
-
-/// A string or a list of strings (`secret`, `command`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSink {
-    pub id: Option<String>,
-    pub kind: Option<String>,
-    pub url: Option<String>,
-    pub secret: Option<OneOrMany>,
-    pub secret_file: Option<String>,
-    pub routing_key: Option<String>,
-    pub routing_key_file: Option<String>,
-    pub headers: Option<BTreeMap<String, String>>,
-    pub labels: Option<BTreeMap<String, String>>,
-    pub events: Option<Vec<String>>,
-    pub timeout: Option<String>,
-    pub max_age: Option<String>,
-    pub command: Option<OneOrMany>,
-    pub path: Option<String>,
-    pub retry_max: Option<String>,
-    pub resend_interval: Option<String>,
-    pub remind_every: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

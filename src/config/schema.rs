@@ -19,6 +19,10 @@ pub enum Shape {
     Tables(&'static [Field]),
     /// A table with free keys (headers, labels) whose values are leaves.
     Map,
+    /// The `[[sink]]` tables: [`SINK_COMMON`] plus the keys of every kind
+    /// in the registry ([`crate::sinks::KINDS`]); a kind refuses the keys
+    /// of others when it reads its table.
+    Sinks,
 }
 
 pub struct Field {
@@ -26,7 +30,7 @@ pub struct Field {
     pub shape: Shape,
 }
 
-const fn leaf(name: &'static str) -> Field {
+pub const fn leaf(name: &'static str) -> Field {
     Field {
         name,
         shape: Shape::Leaf,
@@ -112,29 +116,14 @@ pub const DAEMON: &[Field] = &[
     leaf("shutdown_timeout"),
 ];
 
-pub const SINK: &[Field] = &[
+/// Keys every `[[sink]]` has; each kind adds its own.
+pub const SINK_COMMON: &[Field] = &[
     leaf("id"),
     leaf("kind"),
-    leaf("url"),
-    leaf("secret"),
-    leaf("secret_file"),
-    leaf("routing_key"),
-    leaf("routing_key_file"),
-    Field {
-        name: "headers",
-        shape: Shape::Map,
-    },
-    Field {
-        name: "labels",
-        shape: Shape::Map,
-    },
     leaf("events"),
     leaf("timeout"),
     leaf("max_age"),
-    leaf("command"),
-    leaf("path"),
     leaf("retry_max"),
-    leaf("resend_interval"),
     leaf("remind_every"),
 ];
 
@@ -162,7 +151,7 @@ pub const TOP: &[Field] = &[
     },
     Field {
         name: "sink",
-        shape: Shape::Tables(SINK),
+        shape: Shape::Sinks,
     },
     Field {
         name: "maintenance",
@@ -215,7 +204,7 @@ pub fn walk(doc: &toml_edit::ImDocument<String>, loc: &Locator<'_>) -> (Spans, V
     let mut spans = Spans::default();
     let mut errors = Vec::new();
     let root: Vec<Entry<'_>> = table_entries(doc.as_table());
-    walk_entries(&root, TOP, "", &mut spans, &mut errors, loc);
+    walk_entries(&root, Fields::Static(TOP), "", &mut spans, &mut errors, loc);
     errors.sort_by_key(|e| (e.line, e.column));
     (spans, errors)
 }
@@ -260,9 +249,34 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
+/// The keys allowed in a table.
+#[derive(Clone, Copy)]
+enum Fields {
+    Static(&'static [Field]),
+    /// A `[[sink]]`: the common keys and every kind's.
+    Sink,
+}
+
+impl Fields {
+    fn all(self) -> Box<dyn Iterator<Item = &'static Field>> {
+        match self {
+            Fields::Static(f) => Box::new(f.iter()),
+            Fields::Sink => Box::new(
+                SINK_COMMON
+                    .iter()
+                    .chain(crate::sinks::KINDS.iter().flat_map(|k| k.keys.iter())),
+            ),
+        }
+    }
+
+    fn find(self, name: &str) -> Option<&'static Field> {
+        self.all().find(|f| f.name == name)
+    }
+}
+
 fn walk_entries(
     entries: &[Entry<'_>],
-    fields: &'static [Field],
+    fields: Fields,
     prefix: &str,
     spans: &mut Spans,
     errors: &mut Vec<ConfigError>,
@@ -280,14 +294,14 @@ fn walk_entries(
         if let Some(s) = value_span {
             spans.values.insert(path.clone(), s);
         }
-        let Some(field) = fields.iter().find(|f| f.name == e.key) else {
+        let Some(field) = fields.find(e.key) else {
             let place = if prefix.is_empty() {
                 "at the top level".to_string()
             } else {
                 format!("in [{}]", section_name(prefix))
             };
             let mut msg = format!("unknown key `{}` {place}", e.key);
-            if let Some(s) = suggest(e.key, fields) {
+            if let Some(s) = suggest(e.key, fields.all().map(|f| f.name)) {
                 msg.push_str(&format!("; did you mean `{s}`?"));
             }
             errors.push(loc.error(e.key_span.clone(), msg));
@@ -308,18 +322,30 @@ fn walk_entries(
             }
             Shape::Table(sub) => {
                 let kids = children(&e.node);
-                walk_entries(&kids, sub, &path, spans, errors, loc);
+                walk_entries(&kids, Fields::Static(sub), &path, spans, errors, loc);
             }
             Shape::Tables(sub) => {
-                for (i, t) in array_tables(&e.node).into_iter().enumerate() {
-                    let p = format!("{path}[{i}]");
-                    if let Some(s) = t.1 {
-                        spans.values.insert(p.clone(), s);
-                    }
-                    walk_entries(&t.0, sub, &p, spans, errors, loc);
-                }
+                walk_tables(&e.node, Fields::Static(sub), &path, spans, errors, loc)
             }
+            Shape::Sinks => walk_tables(&e.node, Fields::Sink, &path, spans, errors, loc),
         }
+    }
+}
+
+fn walk_tables(
+    node: &Node<'_>,
+    fields: Fields,
+    path: &str,
+    spans: &mut Spans,
+    errors: &mut Vec<ConfigError>,
+    loc: &Locator<'_>,
+) {
+    for (i, t) in array_tables(node).into_iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if let Some(s) = t.1 {
+            spans.values.insert(p.clone(), s);
+        }
+        walk_entries(&t.0, fields, &p, spans, errors, loc);
     }
 }
 
@@ -376,11 +402,10 @@ fn section_name(path: &str) -> String {
 }
 
 /// The nearest known key, if it is near enough to be a likely typo.
-pub fn suggest(unknown: &str, fields: &[Field]) -> Option<&'static str> {
+pub fn suggest(unknown: &str, names: impl Iterator<Item = &'static str>) -> Option<&'static str> {
     let lower = unknown.to_ascii_lowercase();
-    fields
-        .iter()
-        .map(|f| (strsim::damerau_levenshtein(&lower, f.name), f.name))
+    names
+        .map(|n| (strsim::damerau_levenshtein(&lower, n), n))
         .filter(|(d, name)| *d <= 2.max(name.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n)
@@ -392,14 +417,19 @@ mod tests {
 
     #[test]
     fn suggests_near_keys_only() {
-        assert_eq!(suggest("intervall", CONNECTION), Some("interval"));
-        assert_eq!(suggest("tiemout", CONNECTION), Some("timeout"));
-        assert_eq!(suggest("URL", CONNECTION), Some("url"));
+        let names = |f: &'static [Field]| f.iter().map(|f| f.name);
+        assert_eq!(suggest("intervall", names(CONNECTION)), Some("interval"));
+        assert_eq!(suggest("tiemout", names(CONNECTION)), Some("timeout"));
+        assert_eq!(suggest("URL", names(CONNECTION)), Some("url"));
         assert_eq!(
-            suggest("failure_treshold", BREAKER),
+            suggest("failure_treshold", names(BREAKER)),
             Some("failure_threshold")
         );
-        assert_eq!(suggest("zzzzzzzz", CONNECTION), None);
+        assert_eq!(suggest("zzzzzzzz", names(CONNECTION)), None);
+        assert_eq!(
+            suggest("paht", Fields::Sink.all().map(|f| f.name)),
+            Some("path")
+        );
     }
 
     #[test]

@@ -262,11 +262,13 @@ fn secrets_come_from_files_with_the_path_expanded_and_the_contents_not() {
         c.daemon.admin_token.as_ref().unwrap().expose(),
         "admin-token-${NOT_EXPANDED}-0123"
     );
-    assert_eq!(
-        c.sinks[0].routing_key.as_ref().unwrap().expose(),
-        "pd-key-from-file"
-    );
-    let secrets: Vec<&str> = c.sinks[1].secrets.iter().map(|s| s.expose()).collect();
+    let any = |i: usize| -> &dyn std::any::Any { &*c.sinks[i].imp };
+    let pd = any(0).downcast_ref::<crate::sinks::pagerduty::PagerDuty>();
+    assert_eq!(pd.unwrap().routing_key().expose(), "pd-key-from-file");
+    let wh = any(1)
+        .downcast_ref::<crate::sinks::webhook::Webhook>()
+        .unwrap();
+    let secrets: Vec<&str> = wh.secrets().iter().map(|s| s.expose()).collect();
     assert_eq!(secrets, [wh1, wh2]);
 
     // Both forms, a missing file, an empty file: errors at the *_file key.

@@ -2,17 +2,19 @@
 //! every value checked. Collects all problems, each at its value's position.
 
 use super::error::{ConfigError, ConfigErrors, Locator};
-use super::raw::{ByteSize, RawBreaker, RawConfig, RawExpect, RawProbe, RawSink};
+use super::raw::{ByteSize, RawBreaker, RawConfig, RawExpect, RawProbe};
 use super::schema::Spans;
+use super::section::Section;
 use super::*;
+use crate::event::EventFilter;
 use std::collections::{BTreeMap, HashSet};
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     spans: &'a Spans,
     loc: &'a Locator<'a>,
     env: &'a dyn Fn(&str) -> Option<String>,
     base_dir: PathBuf,
-    errors: Vec<ConfigError>,
+    pub(super) errors: Vec<ConfigError>,
     /// Distinct `expect` tables seen so far: equal ones share one copy
     /// (10,000 connections with the default cost one, not 10,000).
     expects: Vec<Arc<Expect>>,
@@ -57,7 +59,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn err(&mut self, path: &str, msg: impl Into<String>) {
+    pub(super) fn err(&mut self, path: &str, msg: impl Into<String>) {
         let e = self
             .loc
             .error(self.spans.of(path), format!("{path}: {}", msg.into()));
@@ -65,7 +67,7 @@ impl Ctx<'_> {
     }
 
     /// `${VAR}`-expanded string.
-    fn string(&mut self, s: &str, path: &str) -> Option<String> {
+    pub(super) fn string(&mut self, s: &str, path: &str) -> Option<String> {
         match env::expand(s, self.env) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -87,7 +89,7 @@ impl Ctx<'_> {
     }
 
     /// A duration within `[min, max]`.
-    fn duration_in(
+    pub(super) fn duration_in(
         &mut self,
         s: &str,
         path: &str,
@@ -120,7 +122,7 @@ impl Ctx<'_> {
     }
 
     /// A file path, expanded, relative paths resolved against the config's folder.
-    fn file_path(&mut self, s: &str, path: &str) -> Option<PathBuf> {
+    pub(super) fn file_path(&mut self, s: &str, path: &str) -> Option<PathBuf> {
         let s = self.string(s, path)?;
         if s.is_empty() {
             self.err(path, "empty path");
@@ -138,7 +140,7 @@ impl Ctx<'_> {
     /// (`key_file`: the path is expanded, so `${CREDENTIALS_DIRECTORY}`
     /// works; the contents are taken as they are, never expanded, with
     /// trailing whitespace trimmed). `Err(())` when an error was recorded.
-    fn secret_source(
+    pub(super) fn secret_source(
         &mut self,
         inline: Option<&str>,
         file: Option<&str>,
@@ -200,7 +202,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn url(&mut self, s: &str, path: &str) -> Option<Url> {
+    pub(super) fn url(&mut self, s: &str, path: &str) -> Option<Url> {
         let s = self.string(s, path)?;
         match Url::parse(&s) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
@@ -247,7 +249,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn headers(&mut self, map: &BTreeMap<String, String>, path: &str) -> Vec<(String, Secret)> {
+    pub(super) fn headers(
+        &mut self,
+        map: &BTreeMap<String, String>,
+        path: &str,
+    ) -> Vec<(String, Secret)> {
         let mut out = Vec::new();
         for (name, value) in map {
             let p = format!("{path}.{name}");
@@ -268,35 +274,28 @@ impl Ctx<'_> {
         out
     }
 
-    fn event_filter(&mut self, list: &[String], path: &str) -> Vec<String> {
-        let mut out = Vec::new();
+    pub(super) fn event_filter(&mut self, list: &[String], path: &str) -> EventFilter {
+        let mut ok = Vec::with_capacity(list.len());
         for (i, e) in list.iter().enumerate() {
             let p = format!("{path}[{i}]");
             let Some(e) = self.string(e, &p) else {
                 continue;
             };
-            if crate::event::is_valid_filter(&e) {
-                out.push(e);
-            } else {
-                let near = crate::event::EVENT_TYPES
-                    .iter()
-                    .min_by_key(|t| strsim::levenshtein(t, &e))
-                    .copied()
-                    .unwrap_or("*");
-                self.err(
+            match EventFilter::parse(&[&e]) {
+                Ok(_) => ok.push(e),
+                Err(_) => self.err(
                     &p,
-                    format!("unknown event type {e:?}; did you mean {near:?}?"),
-                );
+                    format!(
+                        "unknown event type {e:?}; did you mean {:?}?",
+                        EventFilter::nearest(&e)
+                    ),
+                ),
             }
         }
-        if out.iter().any(|e| e == "*") {
-            Vec::new()
-        } else {
-            out
-        }
+        EventFilter::parse(&ok).unwrap_or_default()
     }
 
-    fn id(&mut self, id: Option<&String>, path: &str, what: &str) -> Option<String> {
+    pub(super) fn id(&mut self, id: Option<&String>, path: &str, what: &str) -> Option<String> {
         let Some(id) = id else {
             self.err(path, format!("{what} needs an `id`"));
             return None;
@@ -965,7 +964,7 @@ fn connection(
     };
     let events = pick(&c.events, Some(&d.events), cp, dp, "events")
         .map(|(l, p)| cx.event_filter(l, &p))
-        .unwrap_or_default();
+        .unwrap_or_else(EventFilter::all);
     let tls = tls(cx, c, d, cp);
 
     if let (Some(Cadence::Interval(iv)), Some(t)) = (&cadence, timeout) {
@@ -1342,267 +1341,79 @@ fn tls(cx: &mut Ctx<'_>, c: &RawProbe, d: &RawProbe, cp: &str) -> Option<Tls> {
     ok.then_some(t)
 }
 
-fn sinks(cx: &mut Ctx<'_>, raw: &[RawSink]) -> Vec<Sink> {
+/// Every `[[sink]]`: the keys all sinks have here, the rest read by the
+/// kind's own `build` (`src/sinks/<kind>/`), found in the registry.
+fn sinks(cx: &mut Ctx<'_>, raw: &[toml::Table]) -> Vec<Sink> {
     let mut out: Vec<Sink> = Vec::new();
-    for (i, s) in raw.iter().enumerate() {
+    for (i, t) in raw.iter().enumerate() {
         let sp = format!("sink[{i}]");
-        let Some(id) = cx.id(s.id.as_ref(), &sp, "every [[sink]]") else {
+        let mut s = Section::new(cx, sp, t);
+        let Some(id) = s.id() else {
             continue;
         };
         if out.iter().any(|o| o.id == id) {
-            cx.err(&format!("{sp}.id"), format!("duplicate sink id {id:?}"));
+            s.fail("id", format!("duplicate sink id {id:?}"));
             continue;
         }
-        let kind = match s.kind.as_deref() {
-            None => {
-                cx.err(&sp, "every [[sink]] needs a `kind` (webhook, pagerduty, alertmanager, slack, command, log)");
+        let kind = match s.string("kind") {
+            None if !s.has("kind") => {
+                s.fail(
+                    "",
+                    format!(
+                        "every [[sink]] needs a `kind` ({})",
+                        crate::sinks::names(", ")
+                    ),
+                );
                 continue;
             }
-            Some(k) => match SinkKind::ALL.iter().find(|(n, _)| *n == k) {
-                Some((_, kind)) => *kind,
+            None => continue,
+            Some(k) => match crate::sinks::kind(&k) {
+                Some(kind) => kind,
                 None => {
-                    cx.err(&format!("{sp}.kind"), format!("unknown sink kind {k:?}; use webhook, pagerduty, alertmanager, slack, command or log"));
+                    s.fail(
+                        "kind",
+                        format!(
+                            "unknown sink kind {k:?}; use {}",
+                            crate::sinks::names(" or ")
+                        ),
+                    );
                     continue;
                 }
             },
         };
-        // Keys that only some kinds read: refuse them elsewhere, so a key never
-        // sits in a file doing nothing.
-        let applies: &[&str] = match kind {
-            SinkKind::Webhook => &["url", "secret", "secret_file", "headers"],
-            SinkKind::Pagerduty => &["url", "routing_key", "routing_key_file"],
-            SinkKind::Alertmanager => &["url", "labels", "headers", "resend_interval"],
-            SinkKind::Slack => &["url"],
-            SinkKind::Command => &["command"],
-            SinkKind::Log => &["path"],
-        };
-        let present = [
-            ("url", s.url.is_some()),
-            ("secret", s.secret.is_some()),
-            ("secret_file", s.secret_file.is_some()),
-            ("routing_key", s.routing_key.is_some()),
-            ("routing_key_file", s.routing_key_file.is_some()),
-            ("headers", s.headers.is_some()),
-            ("labels", s.labels.is_some()),
-            ("command", s.command.is_some()),
-            ("path", s.path.is_some()),
-            ("resend_interval", s.resend_interval.is_some()),
-        ];
-        let mut ok = true;
-        for (key, there) in present {
-            if there && !applies.contains(&key) {
-                cx.err(
-                    &format!("{sp}.{key}"),
-                    format!("`{key}` does not apply to a {} sink", kind.as_str()),
-                );
-                ok = false;
-            }
-        }
-        let url = match (&s.url, kind) {
-            (Some(u), _) => cx.url(u, &format!("{sp}.url")),
-            (None, SinkKind::Pagerduty) => {
-                Some(Url::parse(DEFAULT_PAGERDUTY_URL).expect("constant URL"))
-            }
-            (None, SinkKind::Webhook | SinkKind::Alertmanager | SinkKind::Slack) => {
-                cx.err(&sp, format!("a {} sink needs a `url`", kind.as_str()));
-                ok = false;
-                None
-            }
-            (None, _) => None,
-        };
-        let mut secrets = Vec::new();
-        let p = format!("{sp}.secret");
-        let listed: Vec<Option<String>> = match (&s.secret, &s.secret_file) {
-            (Some(_), Some(_)) => {
-                cx.err(
-                    &format!("{p}_file"),
-                    "set either `secret` or `secret_file`, not both",
-                );
-                ok = false;
-                Vec::new()
-            }
-            (Some(sec), None) => sec
-                .clone()
-                .into_vec()
-                .iter()
-                .map(|v| cx.string(v, &p))
-                .collect(),
-            // One secret per line: during a rotation the file holds both.
-            (None, Some(_)) => match cx.secret_source(None, s.secret_file.as_deref(), &p) {
-                Ok(Some(text)) => text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(|l| Some(l.to_string()))
-                    .collect(),
-                _ => {
-                    ok = false;
-                    Vec::new()
-                }
-            },
-            (None, None) => Vec::new(),
-        };
-        for (j, v) in listed.into_iter().enumerate() {
-            let Some(v) = v else {
-                ok = false;
-                continue;
-            };
-            match check_whsec(&v) {
-                Ok(()) => secrets.push(Secret::new(v)),
-                Err(e) => {
-                    cx.err(&p, format!("secret #{}: {e}", j + 1));
-                    ok = false;
-                }
-            }
-        }
-        let rk = cx.secret_source(
-            s.routing_key.as_deref(),
-            s.routing_key_file.as_deref(),
-            &format!("{sp}.routing_key"),
-        );
-        let routing_key = match (rk, kind) {
-            (Err(()), _) => None,
-            (Ok(Some(k)), _) if k.trim().is_empty() => {
-                cx.err(&format!("{sp}.routing_key"), "routing_key is empty");
-                None
-            }
-            (Ok(Some(k)), _) => Some(Secret::new(k)),
-            (Ok(None), SinkKind::Pagerduty) => {
-                cx.err(&sp, "a pagerduty sink needs a `routing_key`");
-                None
-            }
-            _ => None,
-        };
-        if kind == SinkKind::Pagerduty && routing_key.is_none() {
-            ok = false;
-        }
-        let headers = s
-            .headers
-            .as_ref()
-            .map(|h| cx.headers(h, &format!("{sp}.headers")))
-            .unwrap_or_default();
-        let mut labels = BTreeMap::new();
-        for (k, v) in s.labels.iter().flatten() {
-            if let Some(v) = cx.string(v, &format!("{sp}.labels.{k}")) {
-                labels.insert(k.clone(), v);
-            }
-        }
-        let events = s
-            .events
-            .as_ref()
-            .map(|l| cx.event_filter(l, &format!("{sp}.events")))
-            .unwrap_or_default();
+        s.set_kind(kind.name);
+        let events = s.events();
+        let week = Duration::from_secs(7 * 86_400);
         let timeout = s
-            .timeout
-            .as_ref()
-            .and_then(|t| {
-                cx.duration_in(
-                    t,
-                    &format!("{sp}.timeout"),
-                    Duration::from_millis(100),
-                    Duration::from_secs(600),
-                )
-            })
+            .duration(
+                "timeout",
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )
             .unwrap_or(DEFAULT_SINK_TIMEOUT);
         let max_age = s
-            .max_age
-            .as_ref()
-            .and_then(|t| {
-                cx.duration_in(
-                    t,
-                    &format!("{sp}.max_age"),
-                    Duration::from_secs(60),
-                    Duration::from_secs(30 * 86_400),
-                )
-            })
+            .duration(
+                "max_age",
+                Duration::from_secs(60),
+                Duration::from_secs(30 * 86_400),
+            )
             .unwrap_or(DEFAULT_SINK_MAX_AGE);
-        let command: Vec<String> = match (&s.command, kind) {
-            (Some(c), _) => c
-                .clone()
-                .into_vec()
-                .iter()
-                .filter_map(|a| cx.string(a, &format!("{sp}.command")))
-                .collect(),
-            (None, SinkKind::Command) => {
-                cx.err(
-                    &sp,
-                    "a command sink needs a `command` (a program path, or [program, args…])",
-                );
-                ok = false;
-                Vec::new()
-            }
-            _ => Vec::new(),
-        };
-        if kind == SinkKind::Command
-            && s.command.is_some()
-            && command.first().is_none_or(|c| c.is_empty())
-        {
-            cx.err(&format!("{sp}.command"), "the command is empty");
-            ok = false;
-        }
-        let path = s
-            .path
-            .as_ref()
-            .and_then(|p| cx.file_path(p, &format!("{sp}.path")));
-        let mut sink_dur = |cx: &mut Ctx<'_>,
-                            v: &Option<String>,
-                            key: &str,
-                            min: Duration,
-                            default: Option<Duration>| match v {
-            Some(t) => match cx.duration_in(
-                t,
-                &format!("{sp}.{key}"),
-                min,
-                Duration::from_secs(7 * 86_400),
-            ) {
-                Some(d) => Some(d),
-                None => {
-                    ok = false;
-                    None
-                }
-            },
-            None => default,
-        };
-        let retry_max = sink_dur(
-            cx,
-            &s.retry_max,
-            "retry_max",
-            Duration::from_secs(1),
-            Some(DEFAULT_RETRY_MAX),
-        )
-        .unwrap_or(DEFAULT_RETRY_MAX);
-        let resend_interval = sink_dur(
-            cx,
-            &s.resend_interval,
-            "resend_interval",
-            Duration::from_secs(1),
-            Some(DEFAULT_RESEND_INTERVAL),
-        )
-        .unwrap_or(DEFAULT_RESEND_INTERVAL);
-        let remind_every = sink_dur(
-            cx,
-            &s.remind_every,
-            "remind_every",
-            Duration::from_secs(1),
-            None,
-        );
-        if ok {
+        let retry_max = s
+            .duration("retry_max", Duration::from_secs(1), week)
+            .unwrap_or(DEFAULT_RETRY_MAX);
+        let remind_every = s.duration("remind_every", Duration::from_secs(1), week);
+        let imp = (kind.build)(&mut s);
+        s.refuse_unread();
+        if let (true, Some(imp)) = (s.ok(), imp) {
             out.push(Sink {
                 id,
-                kind,
-                url,
-                secrets,
-                routing_key,
-                headers,
-                labels,
+                kind: kind.name,
                 events,
                 timeout,
                 max_age,
-                command,
-                path,
                 retry_max,
-                resend_interval,
                 remind_every,
+                imp: imp.into(),
             });
         }
     }

@@ -1,46 +1,60 @@
-//! Delivering events: the outbox dispatcher, the retry policy and the sinks.
+//! Delivering events: the outbox dispatcher and the retry policy. What a
+//! sink sends is its kind's business ([`crate::sinks`]); who gets what was
+//! decided by the policy ([`crate::policy`]) when the event was stored.
 //!
-//! The writer commits each event with one delivery row per subscribed sink
-//! (`pending`). The dispatcher wakes when the writer commits new deliveries,
-//! at the next due retry, and every [`IDLE_POLL`] (so `connwatch events
-//! replay` from another process is picked up); it never spins.
+//! Each sink is a *lane*: its own queue in the outbox, read from indexes
+//! (never by scanning the outbox), its own limit of requests in flight
+//! (the kind's `concurrency`, 4 unless it says otherwise), its own pace.
+//! The dispatcher's loop only decides and starts; every request (a
+//! delivery, a re-send of open incidents, a reminder) runs as a task of its
+//! own and takes one of its lane's slots. So a sink that hangs fills its
+//! own slots and holds up nothing else.
+//!
+//! The dispatcher wakes when the writer commits new deliveries, when an
+//! attempt finishes, when the next retry or chat window falls due, and
+//! every [`IDLE_POLL`] (so `connwatch events replay` from another process
+//! is picked up); it never spins.
 //!
 //! Guarantees:
 //! - at least once: a delivery is marked `done` only after the sink said so
 //!   (2xx, exit 0, written); a crash leaves it `pending`, sent again after
 //!   restart with the same event id;
 //! - order: for one (sink, connection) pair, nothing is attempted while an
-//!   earlier delivery of the pair is pending (head-of-line per pair, not per
-//!   sink, so one stuck connection never delays another);
-//! - a slow or dead sink never delays another: each sink has its own
-//!   concurrency limit ([`PER_SINK`]) and attempts run as their own tasks;
+//!   earlier delivery of the pair is pending (head of line per pair, not
+//!   per sink);
+//! - fresh news first: among the heads of a sink's pairs, triggers go
+//!   before resolves, resolves before the rest, then the oldest first;
+//! - chat sinks send the heads of a `group_wait` window as one message;
 //! - retries back off exponentially with full jitter (first within 2 s,
-//!   capped at 10 min) and honour `Retry-After`; an event older than the
-//!   sink's `max_age` is `dead` (kept, listed, replayable).
+//!   capped at `retry_max`) and honour `Retry-After`; an event older than
+//!   the sink's `max_age` is `dead` (kept, listed, replayable).
 //!
 //! Every attempt is recorded in `delivery_attempts` (time, status or error,
-//! duration, verdict).
+//! duration, verdict) and in the audit log.
 
 pub mod retry;
-pub mod sinks;
 
-use crate::config::{Sink, SinkKind};
+use crate::config::Sink;
+use crate::event::{Envelope, EventKind, Outgoing};
 use crate::model::{now_ms, UnixMs};
+use crate::policy::route::{system_deliveries, SinkPolicy};
+use crate::policy::{group, PageAction, Severity, SinkClass};
+use crate::sinks::{AttemptResult, Cx, Item};
+use crate::store::outbox::{self, Attempt, Due, Order};
 use retry::{Backoff, Verdict};
-use rusqlite::{params, Connection as Db};
-use sinks::{AttemptResult, Outgoing};
-use std::collections::{HashMap, HashSet};
+use rusqlite::Connection as Db;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 
-/// Attempts in flight per sink.
-pub const PER_SINK: usize = 4;
 /// Also look for due deliveries this often when nothing wakes the dispatcher.
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
-/// Pending deliveries read per pass.
-const SCAN: i64 = 10_000;
+/// Open incidents and reminders are looked at this often.
+pub const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// The outbox's pending count (for the status line) is read this often.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
 /// A delivery still failing after this many attempts raises `system.error`.
 pub const LONG_RETRY: i64 = 8;
 /// At most one `system.error` per failing sink in this period, so a dead
@@ -49,54 +63,66 @@ pub const SYSTEM_ERROR_EVERY: Duration = Duration::from_secs(600);
 
 /// A connection that stays unhealthy, for `remind_every`.
 struct Reminder {
-    out: Outgoing,
+    item: Item,
     since: Instant,
     sent: u32,
 }
 
-/// One delivery to attempt.
-struct Due {
-    event: i64,
-    sink: String,
-    attempts: i64,
-    at: UnixMs,
-    out: Outgoing,
+/// One sink's queue, slots and memory.
+struct Lane {
+    sink: Arc<Sink>,
+    /// Requests in flight: deliveries, re-sends, reminders.
+    busy: usize,
+    /// Deliveries in flight, by event row (still pending in the database).
+    in_flight: HashSet<i64>,
+    /// When the last request started (for the kind's pace).
+    last_sent: Option<Instant>,
+    /// Refused for good until restart (a 410 Gone), and why.
+    gone: Option<&'static str>,
+    /// Open incidents per connection, re-sent while they last (kinds with
+    /// `resend_every`).
+    firing: BTreeMap<String, Item>,
+    last_resend: Instant,
+    resending: bool,
+    /// Unhealthy connections (sinks with `remind_every`).
+    reminders: HashMap<String, Reminder>,
+    reminding: bool,
 }
 
-/// An attempt's result on its way back.
+impl Lane {
+    fn free(&self) -> usize {
+        self.sink.imp.concurrency().saturating_sub(self.busy)
+    }
+}
+
+/// What a request was for.
+enum Job {
+    Deliver(Vec<Due>),
+    Resend,
+    Remind,
+}
+
+/// A request's result on its way back.
 struct Done {
-    event: i64,
-    sink: String,
-    attempts: i64,
+    lane: usize,
+    job: Job,
     started: UnixMs,
     result: AttemptResult,
-    out: Outgoing,
 }
 
 pub struct Dispatcher {
     db: Arc<Mutex<Db>>,
     path: PathBuf,
-    sinks: HashMap<String, Arc<Sink>>,
+    lanes: Vec<Lane>,
+    /// Every sink as the policy sees it (`system.error` routing).
+    policies: Vec<SinkPolicy>,
     client: reqwest::Client,
     wake: Arc<Notify>,
-    /// Attempts started and not yet recorded: at most [`PER_SINK`] per sink
-    /// (`dispatch_due` starts no more).
-    in_flight: HashSet<(i64, String)>,
-    /// Sinks refused for good (a webhook answered 410 Gone).
-    disabled: HashSet<String>,
-    /// When each paced sink (Slack) last sent.
-    last_sent: HashMap<String, Instant>,
-    /// Alertmanager alerts firing now, per (sink, connection), re-sent while
-    /// they last.
-    firing: HashMap<(String, String), Outgoing>,
-    last_resend: Instant,
-    /// Unhealthy connections per (sink, connection) for sinks with
-    /// `remind_every`.
-    reminders: HashMap<(String, String), Reminder>,
     /// When each sink last raised `system.error`.
     last_system_error: HashMap<String, Instant>,
-    /// Pending deliveries seen by the last scan (for the status line).
+    /// Pending deliveries (for the status line).
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    last_count: Option<Instant>,
     /// Every attempt is audited.
     audit: Option<crate::ops::audit::Audit>,
     done_tx: mpsc::UnboundedSender<Done>,
@@ -115,29 +141,48 @@ impl Dispatcher {
         pending: Arc<std::sync::atomic::AtomicUsize>,
         audit: Option<crate::ops::audit::Audit>,
     ) -> crate::store::Result<Dispatcher> {
-        let store = crate::store::Store::open(path)?;
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let client = sinks::client().map_err(|e| crate::store::StoreError::Io {
+        let mut store = crate::store::Store::open(path)?;
+        let client = crate::sinks::http::client().map_err(|e| crate::store::StoreError::Io {
             path: "http client".into(),
             source: std::io::Error::other(e),
         })?;
+        let ids: Vec<&str> = sinks.iter().map(|s| s.id.as_str()).collect();
+        match outbox::bury_unconfigured(&mut store.db, &ids, now_ms()) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                component = "dispatcher",
+                deliveries = n,
+                "pending deliveries to sinks no longer configured are dead"
+            ),
+            Err(e) => {
+                tracing::error!(component = "dispatcher", error = %crate::store::sq(path, e), "cannot bury deliveries of removed sinks")
+            }
+        }
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut d = Dispatcher {
             db: Arc::new(Mutex::new(store.db)),
             path: path.to_path_buf(),
-            sinks: sinks
+            lanes: sinks
                 .iter()
-                .map(|s| (s.id.clone(), Arc::new(s.clone())))
+                .map(|s| Lane {
+                    sink: Arc::new(s.clone()),
+                    busy: 0,
+                    in_flight: HashSet::new(),
+                    last_sent: None,
+                    gone: None,
+                    firing: BTreeMap::new(),
+                    last_resend: Instant::now(),
+                    resending: false,
+                    reminders: HashMap::new(),
+                    reminding: false,
+                })
                 .collect(),
+            policies: sinks.iter().map(Sink::policy).collect(),
             client,
             wake,
-            in_flight: HashSet::new(),
-            disabled: HashSet::new(),
-            last_sent: HashMap::new(),
-            firing: HashMap::new(),
-            last_resend: Instant::now(),
-            reminders: HashMap::new(),
             last_system_error: HashMap::new(),
             pending,
+            last_count: None,
             audit,
             done_tx,
             done_rx,
@@ -147,18 +192,10 @@ impl Dispatcher {
         Ok(d)
     }
 
-    /// Runs until `shutdown`, then waits (bounded) for attempts in flight.
+    /// Runs until `shutdown`, then waits (bounded) for requests in flight.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        // Firing alerts are re-sent at the shortest resend_interval of the
-        // Alertmanager sinks.
-        let every = self
-            .sinks
-            .values()
-            .filter(|s| s.kind == SinkKind::Alertmanager)
-            .map(|s| s.resend_interval)
-            .min()
-            .unwrap_or(crate::config::DEFAULT_RESEND_INTERVAL);
-        let mut housekeeping = tokio::time::interval(Duration::from_secs(1).min(every));
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         housekeeping.tick().await;
         loop {
             let next = self.dispatch_due().await;
@@ -171,24 +208,19 @@ impl Dispatcher {
                 _ = shutdown.changed() => break,
                 Some(done) = self.done_rx.recv() => self.record(done).await,
                 _ = self.wake.notified() => {}
-                _ = housekeeping.tick() => {
-                    if self.last_resend.elapsed() >= every {
-                        self.last_resend = Instant::now();
-                        self.resend_firing().await;
-                    }
-                    self.send_reminders().await;
-                }
+                _ = housekeeping.tick() => self.housekeeping(),
                 _ = tokio::time::sleep(wait) => {}
             }
         }
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        while !self.in_flight.is_empty() {
+        while self.lanes.iter().any(|l| l.busy > 0) {
             match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
                 Ok(Some(done)) => self.record(done).await,
                 _ => {
+                    let left: usize = self.lanes.iter().map(|l| l.busy).sum();
                     tracing::warn!(
-                        left = self.in_flight.len(),
-                        "deliveries still in flight at shutdown; they stay pending"
+                        left,
+                        "requests to sinks still in flight at shutdown; their deliveries stay pending"
                     );
                     break;
                 }
@@ -196,290 +228,320 @@ impl Dispatcher {
         }
     }
 
-    /// Starts every due delivery that heads its (sink, connection) pair;
-    /// returns when the next pending one falls due.
+    /// Starts what each lane has room for; returns when to look again.
     async fn dispatch_due(&mut self) -> Option<UnixMs> {
         let now = now_ms();
-        // Only as many deliveries start as each sink has free slots: with a
-        // slow sink and a deep outbox, the rest stay on disk instead of
-        // waiting in memory as tasks, and when no sink has room the outbox
-        // is not even read (a finished attempt wakes the loop).
-        let mut free: HashMap<String, usize> =
-            self.sinks.keys().map(|k| (k.clone(), PER_SINK)).collect();
-        for (_, sink) in &self.in_flight {
-            if let Some(f) = free.get_mut(sink) {
-                *f = f.saturating_sub(1);
+        let mut next: Option<UnixMs> = None;
+        // What each lane with a free slot asks of its queue.
+        let mut asks: Vec<(usize, String, Order, usize)> = Vec::new();
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let free = lane.free();
+            if free == 0 {
+                continue;
             }
+            if let (Some(pace), Some(last)) = (lane.sink.imp.pace(), lane.last_sent) {
+                let gap = last.elapsed();
+                if gap < pace {
+                    soonest(now + (pace - gap).as_millis() as i64, &mut next);
+                    continue;
+                }
+            }
+            let (order, limit) = match lane.sink.imp.class() {
+                SinkClass::Chat { .. } => (Order::Time, group::MAX_GROUP),
+                _ => (
+                    Order::Priority,
+                    free * lane.sink.imp.max_batch() + lane.in_flight.len(),
+                ),
+            };
+            asks.push((i, lane.sink.id.clone(), order, limit));
         }
-        if free.values().all(|f| *f == 0) && !self.sinks.is_empty() {
-            return None;
-        }
-        let in_flight = self.in_flight.clone();
+        let count = self.last_count.is_none_or(|t| t.elapsed() >= COUNT_EVERY);
         let db = Arc::clone(&self.db);
-        let scan = tokio::task::spawn_blocking(move || {
-            pending_heads(
-                &db.lock().unwrap_or_else(|e| e.into_inner()),
-                now,
-                &in_flight,
-                free,
-            )
-        })
-        .await
-        .ok()?;
-        let (due, next) = match scan {
-            Ok((due, next, pending)) => {
-                self.pending
-                    .store(pending, std::sync::atomic::Ordering::Relaxed);
-                (due, next)
+        let wanted: Vec<(String, Order, usize)> = asks
+            .iter()
+            .map(|(_, s, o, l)| (s.clone(), *o, *l))
+            .collect();
+        type Read = (Vec<Vec<Due>>, Option<UnixMs>, Option<i64>);
+        let read = tokio::task::spawn_blocking(move || -> rusqlite::Result<Read> {
+            let db = db.lock().unwrap_or_else(|e| e.into_inner());
+            let mut heads = Vec::with_capacity(wanted.len());
+            for (sink, order, limit) in &wanted {
+                heads.push(outbox::due_heads(&db, sink, now, *order, *limit)?);
             }
-            Err(e) => {
-                tracing::error!(component = "dispatcher", error = %e, "cannot read pending deliveries");
+            let retry = outbox::next_retry(&db, now)?;
+            let pending = if count {
+                Some(outbox::pending_count(&db)?)
+            } else {
+                None
+            };
+            Ok((heads, retry, pending))
+        })
+        .await;
+        let (heads, retry, pending) = match read {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!(component = "dispatcher", error = %crate::store::sq(&self.path, e), "cannot read pending deliveries");
                 return Some(now + 1_000);
             }
+            Err(_) => return Some(now + 1_000),
         };
-        let mut next = next;
-        for d in due {
-            let Some(sink) = self.sinks.get(&d.sink).cloned() else {
-                self.finish_dead(&d, "sink no longer configured").await;
-                continue;
-            };
-            if self.disabled.contains(&d.sink) {
-                self.finish_dead(&d, "sink disabled: the receiver answered 410 Gone")
-                    .await;
-                continue;
+        if let Some(p) = pending {
+            self.last_count = Some(Instant::now());
+            self.pending
+                .store(p as usize, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(t) = retry {
+            soonest(t, &mut next);
+        }
+        for ((li, _, _, _), heads) in asks.into_iter().zip(heads) {
+            let lane = &self.lanes[li];
+            let max_age = lane.sink.max_age.as_millis() as i64;
+            let gone = lane.gone;
+            let mut alive = Vec::with_capacity(heads.len());
+            let mut dead = Vec::new();
+            for d in heads {
+                if lane.in_flight.contains(&d.event) {
+                    continue;
+                }
+                match gone {
+                    Some(why) => dead.push((d, format!("sink disabled: {why}"))),
+                    None if now - d.at > max_age => dead.push((d, "older than max_age".into())),
+                    None => alive.push(d),
+                }
             }
-            if now - d.at > sink.max_age.as_millis() as i64 {
-                self.finish_dead(&d, "older than max_age").await;
-                continue;
+            for (d, why) in dead {
+                tracing::warn!(component = "dispatcher", event_id = %d.out.id, sink = %self.lanes[li].sink.id, why, "delivery dead");
+                let result = AttemptResult::failed(Verdict::Dead, None, why, Duration::ZERO);
+                self.settle(li, vec![d], now, result).await;
             }
-            if sink.kind == SinkKind::Slack {
-                if let Some(last) = self.last_sent.get(&d.sink) {
-                    let gap = last.elapsed();
-                    if gap < sinks::slack::MIN_GAP {
-                        let later = now + (sinks::slack::MIN_GAP - gap).as_millis() as i64;
-                        next = Some(next.map_or(later, |n| n.min(later)));
-                        continue;
+            let lane = &self.lanes[li];
+            match lane.sink.imp.class() {
+                SinkClass::Chat { group_wait } => {
+                    let times: Vec<UnixMs> = alive.iter().map(|d| d.at).collect();
+                    match group::cut(&times, now, group_wait) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            alive.truncate(n);
+                            self.start(li, Job::Deliver(alive));
+                        }
+                        Err(closes) => soonest(closes, &mut next),
                     }
                 }
-                self.last_sent.insert(d.sink.clone(), Instant::now());
+                _ => {
+                    let batch = lane.sink.imp.max_batch().max(1);
+                    let mut free = lane.free();
+                    let mut rest = alive.into_iter().peekable();
+                    while free > 0 && rest.peek().is_some() {
+                        let chunk: Vec<Due> = rest.by_ref().take(batch).collect();
+                        self.start(li, Job::Deliver(chunk));
+                        free -= 1;
+                    }
+                }
             }
-            self.start(sink, d);
         }
         next
     }
 
-    fn start(&mut self, sink: Arc<Sink>, d: Due) {
-        self.in_flight.insert((d.event, d.sink.clone()));
+    /// Sends `job` on lane `li` as a task of its own.
+    fn start(&mut self, li: usize, job: Job) {
+        let lane = &mut self.lanes[li];
+        let items: Vec<Item> = match &job {
+            Job::Deliver(dues) => dues
+                .iter()
+                .map(|d| {
+                    lane.in_flight.insert(d.event);
+                    Item {
+                        out: d.out.clone(),
+                        action: d.action,
+                    }
+                })
+                .collect(),
+            Job::Resend => lane.firing.values().cloned().collect(),
+            Job::Remind => reminders_due(lane),
+        };
+        lane.busy += 1;
+        lane.last_sent = Some(Instant::now());
+        let sink = Arc::clone(&lane.sink);
         let client = self.client.clone();
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
             let started = now_ms();
-            let result = sinks::send(&sink, &d.out, &client, started).await;
+            let cx = Cx {
+                client: &client,
+                now: started,
+                timeout: sink.timeout,
+            };
+            // One request, or (re-sends, reminders) one per batch in turn:
+            // the last refusal, if any, is what is reported.
+            let mut result = AttemptResult::skipped();
+            for chunk in items.chunks(sink.imp.max_batch().max(1)) {
+                let r = sink.imp.send(chunk, cx).await;
+                if result.verdict == Verdict::Done {
+                    result = r;
+                }
+            }
             let _ = tx.send(Done {
-                event: d.event,
-                sink: d.sink,
-                attempts: d.attempts,
+                lane: li,
+                job,
                 started,
                 result,
-                out: d.out,
             });
         });
     }
 
-    async fn finish_dead(&mut self, d: &Due, why: &str) {
-        tracing::warn!(component = "dispatcher", event_id = %d.out.id, sink = %d.sink, why, "delivery dead");
-        let result = AttemptResult {
-            verdict: Verdict::Dead,
-            status: None,
-            error: Some(why.to_string()),
-            duration: Duration::ZERO,
-            skipped: false,
-        };
-        let done = Done {
-            event: d.event,
-            sink: d.sink.clone(),
-            attempts: d.attempts,
-            started: now_ms(),
-            result,
-            out: d.out.clone(),
-        };
-        self.in_flight.insert((d.event, d.sink.clone()));
-        self.record(done).await;
+    /// Takes a finished request back.
+    async fn record(&mut self, done: Done) {
+        let lane = &mut self.lanes[done.lane];
+        lane.busy = lane.busy.saturating_sub(1);
+        let failed = done.result.verdict != Verdict::Done;
+        let error = done.result.error.as_deref().unwrap_or("");
+        match done.job {
+            Job::Resend => {
+                lane.resending = false;
+                if failed {
+                    tracing::warn!(component = "dispatcher", sink = %lane.sink.id, error, "re-sending open incidents failed");
+                }
+            }
+            Job::Remind => {
+                lane.reminding = false;
+                if failed {
+                    tracing::warn!(component = "dispatcher", sink = %lane.sink.id, error, "reminder not accepted");
+                }
+            }
+            Job::Deliver(dues) => {
+                for d in &dues {
+                    lane.in_flight.remove(&d.event);
+                }
+                self.settle(done.lane, dues, done.started, done.result)
+                    .await;
+            }
+        }
     }
 
-    /// Records an attempt and moves the delivery on.
-    async fn record(&mut self, done: Done) {
-        self.in_flight.remove(&(done.event, done.sink.clone()));
-        let Some(sink) = self.sinks.get(&done.sink).cloned() else {
-            return;
-        };
-        let n = done.attempts + 1;
-        let (state, next_at) = match &done.result.verdict {
-            Verdict::Done => ("done", done.started),
-            Verdict::Dead => ("dead", done.started),
+    /// Records an attempt at `dues` (one request) and moves them on.
+    async fn settle(&mut self, li: usize, dues: Vec<Due>, started: UnixMs, r: AttemptResult) {
+        let sink = Arc::clone(&self.lanes[li].sink);
+        let n = dues.iter().map(|d| d.attempts).max().unwrap_or(0) + 1;
+        let (state, next_at) = match &r.verdict {
+            Verdict::Done => ("done", started),
+            Verdict::Dead => ("dead", started),
             Verdict::Retry { retry_after } => {
                 let wait =
                     Backoff::new(sink.retry_max).wait(n as u32, fastrand::f64(), *retry_after);
-                ("pending", done.started + wait.as_millis() as i64)
+                ("pending", started + wait.as_millis() as i64)
             }
         };
-        match (&done.result.verdict, state) {
-            (Verdict::Done, _) => {
-                if !done.result.skipped {
-                    tracing::debug!(component = "dispatcher", event_id = %done.out.id, sink = %done.sink, attempts = n, "delivered");
-                }
-                self.track_firing(&sink, &done.out);
-                self.track_reminder(&sink, &done.out);
-            }
-            (Verdict::Dead, _) if !done.result.skipped => {
-                let err = done.result.error.as_deref().unwrap_or("");
-                tracing::warn!(component = "dispatcher", event_id = %done.out.id, sink = %done.sink, attempts = n, error = err, "delivery refused for good; dead");
-                let why = format!(
-                    "delivery of {} ({}) to sink {} is dead: {err}",
-                    done.out.id, done.out.kind, done.sink
-                );
-                self.system_error(&done.sink, &done.out, why).await;
-                if sink.kind == SinkKind::Webhook && done.result.status == Some(410) {
-                    tracing::error!(component = "dispatcher", sink = %done.sink, "the receiver answered 410 Gone: sink disabled until restart");
-                    self.disabled.insert(done.sink.clone());
+        let err = r.error.as_deref().unwrap_or("");
+        match &r.verdict {
+            Verdict::Done => {
+                for d in &dues {
+                    if !r.skipped {
+                        tracing::debug!(component = "dispatcher", event_id = %d.out.id, sink = %sink.id, attempts = n, "delivered");
+                    }
+                    let item = Item {
+                        out: d.out.clone(),
+                        action: d.action,
+                    };
+                    track(&mut self.lanes[li], item, Instant::now());
                 }
             }
-            (Verdict::Retry { .. }, _) => {
-                let err = done.result.error.as_deref().unwrap_or("");
-                tracing::info!(component = "dispatcher", event_id = %done.out.id, sink = %done.sink, attempts = n, error = err, retry_at = %crate::model::rfc3339(next_at), "delivery failed; will retry");
-                if n == LONG_RETRY {
+            Verdict::Dead if !r.skipped => {
+                tracing::warn!(component = "dispatcher", sink = %sink.id, deliveries = dues.len(), attempts = n, error = err, "delivery refused for good; dead");
+                if let Some(d) = dues.first() {
+                    let why = format!(
+                        "delivery of {} ({}) to sink {} is dead: {err}",
+                        d.out.id, d.out.kind, sink.id
+                    );
+                    self.system_error(li, &d.out, why).await;
+                }
+                if let Some(why) = sink.imp.gone(&r) {
+                    tracing::error!(component = "dispatcher", sink = %sink.id, "{why}: sink disabled until restart");
+                    self.lanes[li].gone = Some(why);
+                }
+            }
+            Verdict::Retry { .. } => {
+                tracing::info!(component = "dispatcher", sink = %sink.id, deliveries = dues.len(), attempts = n, error = err, retry_at = %crate::model::rfc3339(next_at), "delivery failed; will retry");
+                if let (true, Some(d)) = (n == LONG_RETRY, dues.first()) {
                     let why = format!(
                         "delivery of {} to sink {} has failed {n} times, still retrying: {err}",
-                        done.out.id, done.sink
+                        d.out.id, sink.id
                     );
-                    self.system_error(&done.sink, &done.out, why).await;
+                    self.system_error(li, &d.out, why).await;
                 }
             }
             _ => {}
         }
-        let db = Arc::clone(&self.db);
-        let path = self.path.clone();
-        let r = done.result.clone();
-        let (event, sink_id, started) = (done.event, done.sink.clone(), done.started);
         let verdict = match r.verdict {
             Verdict::Done if r.skipped => "skipped",
             Verdict::Done => "done",
             Verdict::Retry { .. } => "retry",
             Verdict::Dead => "dead",
         };
-        crate::ops::metrics::metrics().delivery(&sink_id, verdict);
-        let res = tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
-            let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = db.transaction()?;
-            tx.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, state = ?3, next_at = ?4, last_error = ?5 WHERE event = ?1 AND sink = ?2",
-                params![event, sink_id, state, next_at, r.error],
-            )?;
-            tx.execute(
-                "INSERT INTO delivery_attempts (event, sink, at, status, error, duration_ms, verdict) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![event, sink_id, started, r.status, r.error, r.duration.as_millis() as i64, verdict],
-            )?;
-            tx.commit()
-        })
-        .await;
+        for _ in &dues {
+            crate::ops::metrics::metrics().delivery(&sink.id, verdict);
+        }
         if let Some(a) = &self.audit {
-            a.record(
-                "delivery_attempt",
-                serde_json::json!({"event_id": done.out.id, "type": done.out.kind, "connection_id": done.out.connection_id,
-                    "sink": done.sink, "attempt": n, "verdict": verdict, "status": done.result.status,
-                    "error": done.result.error, "duration_ms": done.result.duration.as_millis() as u64}),
-            );
-        }
-        if let Ok(Err(e)) = res {
-            // The delivery stays as it was (pending): sent again, at least once.
-            tracing::error!(component = "dispatcher", error = %crate::store::sq(&path, e), "cannot record a delivery attempt");
-        }
-    }
-
-    /// Keeps the set of firing Alertmanager alerts up to date.
-    fn track_firing(&mut self, sink: &Sink, out: &Outgoing) {
-        if sink.kind != SinkKind::Alertmanager {
-            return;
-        }
-        let (Some(conn), Some(current)) = (out.connection_id.clone(), sinks::current_health(out))
-        else {
-            return;
-        };
-        let key = (sink.id.clone(), conn);
-        if current == "online" {
-            self.firing.remove(&key);
-        } else if sinks::alertmanager::payload(out, &sink.labels, 0).is_some() {
-            self.firing.insert(key, out.clone());
-        }
-    }
-
-    /// Keeps the reminders of sinks with `remind_every` up to date.
-    fn track_reminder(&mut self, sink: &Sink, out: &Outgoing) {
-        if sink.remind_every.is_none() {
-            return;
-        }
-        let (Some(conn), Some(current)) = (out.connection_id.clone(), sinks::current_health(out))
-        else {
-            return;
-        };
-        let key = (sink.id.clone(), conn);
-        if matches!(
-            current,
-            "offline" | "unreachable" | "invalid" | "auth_required"
-        ) {
-            self.reminders.insert(
-                key,
-                Reminder {
-                    out: out.clone(),
-                    since: Instant::now(),
-                    sent: 0,
-                },
-            );
-        } else {
-            self.reminders.remove(&key);
-        }
-    }
-
-    /// Re-sends the last status event of a connection that stays unhealthy,
-    /// every `remind_every`, as `<event id>-r<n>` with `data.reminder = n`
-    /// (a new id, so receivers that drop duplicate ids still see it).
-    async fn send_reminders(&mut self) {
-        let now = now_ms();
-        let mut due = Vec::new();
-        for ((sink_id, conn), r) in &self.reminders {
-            let Some(sink) = self.sinks.get(sink_id) else {
-                continue;
-            };
-            let Some(every) = sink.remind_every else {
-                continue;
-            };
-            if r.since.elapsed() >= every * (r.sent + 1) {
-                due.push((sink_id.clone(), conn.clone()));
+            for d in &dues {
+                a.record(
+                    "delivery_attempt",
+                    serde_json::json!({"event_id": d.out.id, "type": d.out.kind, "connection_id": d.out.connection_id,
+                        "sink": sink.id, "attempt": d.attempts + 1, "verdict": verdict, "status": r.status,
+                        "error": r.error, "duration_ms": r.duration.as_millis() as u64}),
+                );
             }
         }
-        for key in due {
-            let Some(sink) = self.sinks.get(&key.0).cloned() else {
+        let db = Arc::clone(&self.db);
+        let sink_id = sink.id.clone();
+        let moves: Vec<(i64, &'static str, UnixMs)> =
+            dues.iter().map(|d| (d.event, state, next_at)).collect();
+        let res = tokio::task::spawn_blocking(move || {
+            let attempt = Attempt {
+                started,
+                status: r.status,
+                error: r.error.as_deref(),
+                duration_ms: r.duration.as_millis() as i64,
+                verdict,
+            };
+            let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
+            outbox::record_attempts(&mut db, &sink_id, &moves, &attempt)
+        })
+        .await;
+        if let Ok(Err(e)) = res {
+            // The deliveries stay as they were (pending): sent again, at
+            // least once.
+            tracing::error!(component = "dispatcher", error = %crate::store::sq(&self.path, e), "cannot record a delivery attempt");
+        }
+    }
+
+    /// Starts the re-sends and reminders that are due, each as a request
+    /// on its lane (when the lane has a free slot).
+    fn housekeeping(&mut self) {
+        for li in 0..self.lanes.len() {
+            let lane = &self.lanes[li];
+            if lane.gone.is_some() || lane.free() == 0 {
                 continue;
-            };
-            let Some(r) = self.reminders.get_mut(&key) else {
-                continue;
-            };
-            r.sent += 1;
-            let mut envelope = r.out.envelope.clone();
-            let id = format!("{}-r{}", r.out.id, r.sent);
-            envelope["id"] = serde_json::json!(id);
-            envelope["data"]["reminder"] = serde_json::json!(r.sent);
-            let body = envelope.to_string();
-            let out = Outgoing {
-                id,
-                kind: r.out.kind.clone(),
-                connection_id: r.out.connection_id.clone(),
-                body,
-                envelope,
-            };
-            let res = sinks::send(&sink, &out, &self.client, now).await;
-            if res.verdict != Verdict::Done {
-                tracing::warn!(component = "dispatcher", sink = %key.0, error = res.error.as_deref().unwrap_or(""), "reminder not accepted");
+            }
+            if let Some(every) = lane.sink.imp.resend_every() {
+                if !lane.resending && !lane.firing.is_empty() && lane.last_resend.elapsed() >= every
+                {
+                    let lane = &mut self.lanes[li];
+                    lane.resending = true;
+                    lane.last_resend = Instant::now();
+                    self.start(li, Job::Resend);
+                    continue;
+                }
+            }
+            let lane = &self.lanes[li];
+            let remind = lane.sink.remind_every.is_some_and(|every| {
+                !lane.reminding
+                    && lane
+                        .reminders
+                        .values()
+                        .any(|r| r.since.elapsed() >= every * (r.sent + 1))
+            });
+            if remind {
+                self.lanes[li].reminding = true;
+                self.start(li, Job::Remind);
             }
         }
     }
@@ -487,176 +549,155 @@ impl Dispatcher {
     /// Raises `system.error` (connection_id null) to every other sink that
     /// takes it, at most once per failing sink per [`SYSTEM_ERROR_EVERY`];
     /// never about a `system.error` itself.
-    async fn system_error(&mut self, failing: &str, about: &Outgoing, message: String) {
-        if about.kind == "system.error" {
+    async fn system_error(&mut self, failing: usize, about: &Outgoing, message: String) {
+        if about.event_kind() == Some(EventKind::SystemError) {
             return;
         }
+        let failing = self.lanes[failing].sink.id.clone();
         if self
             .last_system_error
-            .get(failing)
+            .get(&failing)
             .is_some_and(|t| t.elapsed() < SYSTEM_ERROR_EVERY)
         {
             return;
         }
         self.last_system_error
-            .insert(failing.to_string(), Instant::now());
-        tracing::error!(component = "dispatcher", sink = failing, "{message}");
+            .insert(failing.clone(), Instant::now());
+        tracing::error!(component = "dispatcher", sink = %failing, "{message}");
         let now = now_ms();
-        let env = crate::event::Envelope::new(
-            "system.error",
+        let env = Envelope::new(
+            EventKind::SystemError,
             now,
             None,
             serde_json::json!({"component": "delivery", "sink": failing, "event_id": about.id, "message": message}),
         );
-        let targets: Vec<String> = self
-            .sinks
-            .values()
-            .filter(|s| {
-                s.id != failing
-                    && !self.disabled.contains(&s.id)
-                    && crate::event::filter_matches(&s.events, "system.error")
-            })
-            .map(|s| s.id.clone())
+        let open: Vec<SinkPolicy> = self
+            .policies
+            .iter()
+            .zip(&self.lanes)
+            .filter(|(_, l)| l.gone.is_none())
+            .map(|(p, _)| p.clone())
             .collect();
+        let deliveries = system_deliveries(&open, EventKind::SystemError, Some(&failing));
         let db = Arc::clone(&self.db);
         let res = tokio::task::spawn_blocking(move || {
             let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-            crate::store::outbox::insert_event(&mut db, &env, now, &targets)
+            outbox::insert_event(&mut db, &env, now, &deliveries)
         })
         .await;
         if let Ok(Err(e)) = res {
-            tracing::error!(component = "dispatcher", error = %e, "cannot record system.error");
+            tracing::error!(component = "dispatcher", error = %crate::store::sq(&self.path, e), "cannot record system.error");
         }
         self.wake.notify_one();
     }
 
-    /// Re-sends firing alerts so Alertmanager does not resolve them itself.
-    async fn resend_firing(&mut self) {
-        let now = now_ms();
-        for ((sink_id, _), out) in self.firing.clone() {
-            let Some(sink) = self.sinks.get(&sink_id).cloned() else {
-                continue;
-            };
-            let r = sinks::send(&sink, &out, &self.client, now).await;
-            if r.verdict != Verdict::Done {
-                tracing::warn!(component = "dispatcher", sink = %sink_id, error = r.error.as_deref().unwrap_or(""), "re-sending a firing alert failed");
-            }
-        }
-    }
-
-    /// After a restart: the Alertmanager alerts still firing and the
-    /// reminders still due, from each sink's last delivered status event.
+    /// After a restart: the open incidents still to re-send and the
+    /// reminders still due, from each sink's last delivered status change
+    /// per connection.
     fn restore_standing(&mut self) {
-        let sinks: Vec<Arc<Sink>> = self
-            .sinks
-            .values()
-            .filter(|s| s.kind == SinkKind::Alertmanager || s.remind_every.is_some())
-            .cloned()
-            .collect();
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        for sink in sinks {
-            let rows = db
-                .prepare(
-                    "SELECT e.id, e.type, c.id, e.envelope FROM events e JOIN connections c ON c.key = e.conn
-                     WHERE e.seq IN (SELECT max(d.event) FROM deliveries d JOIN events x ON x.seq = d.event
-                                     WHERE d.sink = ?1 AND d.state = 'done' AND x.type = 'connection.status_changed'
-                                     GROUP BY x.conn)",
-                )
-                .and_then(|mut s| s.query_map([&sink.id], row_to_outgoing)?.collect::<rusqlite::Result<Vec<Outgoing>>>());
-            for out in rows.unwrap_or_default() {
-                let Some(conn) = out.connection_id.clone() else {
-                    continue;
-                };
-                let health = sinks::current_health(&out).unwrap_or("online");
-                if sink.remind_every.is_some()
-                    && matches!(
-                        health,
-                        "offline" | "unreachable" | "invalid" | "auth_required"
-                    )
-                {
-                    let r = Reminder {
-                        out: out.clone(),
-                        since: Instant::now(),
-                        sent: 0,
-                    };
-                    self.reminders.insert((sink.id.clone(), conn.clone()), r);
+        for lane in &mut self.lanes {
+            if lane.sink.imp.resend_every().is_none() && lane.sink.remind_every.is_none() {
+                continue;
+            }
+            match outbox::last_told(&db, &lane.sink.id) {
+                Ok(told) => {
+                    for (out, action) in told {
+                        track(lane, Item { out, action }, Instant::now());
+                    }
                 }
-                if sink.kind == SinkKind::Alertmanager && health != "online" {
-                    self.firing.insert((sink.id.clone(), conn), out);
+                Err(e) => {
+                    tracing::error!(component = "dispatcher", sink = %lane.sink.id, error = %crate::store::sq(&self.path, e), "cannot read open incidents")
                 }
             }
         }
     }
 }
 
-fn row_to_outgoing(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outgoing> {
-    let body: String = r.get(3)?;
-    Ok(Outgoing {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        connection_id: r.get(2)?,
-        envelope: serde_json::from_str(&body).unwrap_or_default(),
-        body,
-    })
+/// Moves `next` to `t` if that is sooner.
+fn soonest(t: UnixMs, next: &mut Option<UnixMs>) {
+    *next = Some(next.map_or(t, |n| n.min(t)));
 }
 
-/// The pending deliveries that head their (sink, connection) pair and are
-/// due, not counting those in flight; and when the next one falls due.
-fn pending_heads(
-    db: &Db,
-    now: UnixMs,
-    in_flight: &HashSet<(i64, String)>,
-    mut free: HashMap<String, usize>,
-) -> rusqlite::Result<(Vec<Due>, Option<UnixMs>, usize)> {
-    let mut s = db.prepare_cached(
-        "SELECT d.event, d.sink, d.next_at, e.conn FROM deliveries d JOIN events e ON e.seq = d.event
-         WHERE d.state = 'pending' ORDER BY d.event LIMIT ?1",
-    )?;
-    let rows: Vec<(i64, String, i64, Option<i64>)> = s
-        .query_map([SCAN], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let pending = rows.len();
-    let mut seen: HashSet<(String, Option<i64>)> = HashSet::new();
-    let mut heads = Vec::new();
-    let mut next: Option<UnixMs> = None;
-    for (event, sink, next_at, conn) in rows {
-        if !seen.insert((sink.clone(), conn)) {
-            continue; // an earlier delivery of the pair is pending
+/// Whether a delivered item opens (true) or closes (false) its
+/// connection's incident.
+fn incident(it: &Item) -> Option<bool> {
+    match it.action {
+        Some(PageAction::Trigger { .. }) => Some(true),
+        Some(PageAction::Resolve { .. }) => Some(false),
+        None => match crate::model::Health::parse(it.out.current_health()?)? {
+            crate::model::Health::Is(crate::model::Outcome::Online) => Some(false),
+            h => Severity::of(h).map(|_| true),
+        },
+    }
+}
+
+/// Keeps a lane's open incidents and reminders up to date with a delivered
+/// item.
+fn track(lane: &mut Lane, it: Item, now: Instant) {
+    let Some(conn) = it.out.connection_id.clone() else {
+        return;
+    };
+    if lane.sink.imp.resend_every().is_some() {
+        match incident(&it) {
+            Some(true) => {
+                lane.firing.insert(conn.clone(), it.clone());
+            }
+            Some(false) => {
+                lane.firing.remove(&conn);
+            }
+            None => {}
         }
-        if in_flight.contains(&(event, sink.clone())) {
+    }
+    if lane.sink.remind_every.is_some() {
+        if let Some(current) = it
+            .out
+            .current_health()
+            .and_then(crate::model::Health::parse)
+        {
+            if Severity::of(current).is_some_and(|s| s >= Severity::Error) {
+                lane.reminders.insert(
+                    conn,
+                    Reminder {
+                        item: it,
+                        since: now,
+                        sent: 0,
+                    },
+                );
+            } else {
+                lane.reminders.remove(&conn);
+            }
+        }
+    }
+}
+
+/// The reminders due on `lane`, marked sent: the last status change
+/// again, as `<event id>-r<n>` with `data.reminder = n` (a new id, so
+/// receivers that drop duplicate ids still see it).
+fn reminders_due(lane: &mut Lane) -> Vec<Item> {
+    let Some(every) = lane.sink.remind_every else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for r in lane.reminders.values_mut() {
+        if r.since.elapsed() < every * (r.sent + 1) {
             continue;
         }
-        if next_at <= now {
-            // A sink no longer configured has no entry: its deliveries are
-            // started, and finished as dead.
-            match free.get_mut(&sink) {
-                Some(0) => {}
-                Some(f) => {
-                    *f -= 1;
-                    heads.push((event, sink));
-                }
-                None => heads.push((event, sink)),
-            }
-        } else {
-            next = Some(next.map_or(next_at, |n| n.min(next_at)));
-        }
-    }
-    let mut get = db.prepare_cached(
-        "SELECT e.id, e.type, c.id, e.envelope, e.at, d.attempts FROM events e LEFT JOIN connections c ON c.key = e.conn
-         JOIN deliveries d ON d.event = e.seq AND d.sink = ?2 WHERE e.seq = ?1",
-    )?;
-    let mut due = Vec::with_capacity(heads.len());
-    for (event, sink) in heads {
-        let (out, at, attempts) = get.query_row(params![event, sink], |r| {
-            Ok((row_to_outgoing(r)?, r.get(4)?, r.get(5)?))
-        })?;
-        due.push(Due {
-            event,
-            sink,
-            attempts,
-            at,
-            out,
+        r.sent += 1;
+        let mut envelope = r.item.out.envelope.clone();
+        let id = format!("{}-r{}", r.item.out.id, r.sent);
+        envelope["id"] = serde_json::json!(id);
+        envelope["data"]["reminder"] = serde_json::json!(r.sent);
+        out.push(Item {
+            out: Outgoing {
+                id,
+                kind: r.item.out.kind.clone(),
+                connection_id: r.item.out.connection_id.clone(),
+                body: envelope.to_string(),
+                envelope,
+            },
+            action: r.item.action,
         });
     }
-    Ok((due, next, pending))
+    out
 }

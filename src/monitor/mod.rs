@@ -10,7 +10,8 @@
 //! probe may be sent ([`MonitorState::gate`]) and takes each classified
 //! probe ([`MonitorState::observe`]). It is serialised into the database so
 //! a restart resumes it (an open breaker stays open; a Retry-After deadline
-//! still holds).
+//! still holds). It also carries the connection's alert memory (`sent`,
+//! `paged`), which only [`crate::policy`] changes.
 
 pub mod breaker;
 pub mod flap;
@@ -26,6 +27,7 @@ pub use sync::{SyncEvent, SyncState};
 
 use crate::config::Connection;
 use crate::model::{Classified, Health, UnixMs};
+use crate::policy::Severity;
 use serde::{Deserialize, Serialize};
 
 /// Base of the rate-limit backoff for cron connections (no interval).
@@ -41,8 +43,12 @@ pub struct MonitorState {
     pub flap: FlapState,
     pub sync: SyncState,
     /// The health receivers were last told (the last `status_changed` that
-    /// was not suppressed). Suppressed changes are caught up from here.
+    /// was not held back). Held-back changes are caught up from here (see
+    /// [`crate::policy`]).
     pub sent: Health,
+    /// The severity paging sinks were last triggered with, while an
+    /// incident is open (see [`crate::policy::page`]).
+    pub paged: Option<Severity>,
 }
 
 impl Default for MonitorState {
@@ -54,6 +60,7 @@ impl Default for MonitorState {
             flap: FlapState::default(),
             sync: SyncState::default(),
             sent: Health::Unknown,
+            paged: None,
         }
     }
 }
@@ -141,27 +148,22 @@ impl MonitorState {
         self.confirmed_failing() || self.health.last.is_some_and(|o| o.is_failure())
     }
 
-    /// The change receivers should hear now, if any: the confirmed health
-    /// differs from the last one sent. Marks it sent. Call only when nothing
-    /// suppresses events.
-    pub fn catch_up(&mut self) -> Option<(Health, Health)> {
-        let cur = self.health.health;
-        if cur == Health::Unknown || cur == self.sent {
-            return None;
-        }
-        let prev = self.sent;
-        self.sent = cur;
-        Some((prev, cur))
-    }
-
     /// Resumes from a stored snapshot; `None` or garbage starts afresh with
     /// the stored health.
     pub fn restore(json: Option<&str>, health: Health, since: Option<UnixMs>) -> MonitorState {
-        match json.and_then(|j| serde_json::from_str::<MonitorState>(j).ok()) {
-            Some(s) => s,
+        match json.and_then(|j| Some((j, serde_json::from_str::<MonitorState>(j).ok()?))) {
+            Some((j, mut s)) => {
+                // Written before paging memory existed: an incident is open
+                // when receivers were last told of an outage.
+                if !j.contains("\"paged\"") {
+                    s.paged = Severity::of(s.sent);
+                }
+                s
+            }
             None => MonitorState {
                 health: HealthMachine::resume(health, since),
                 sent: health,
+                paged: Severity::of(health),
                 ..MonitorState::default()
             },
         }
@@ -170,27 +172,6 @@ impl MonitorState {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
-}
-
-/// Why a connection's events are held back (recorded, not delivered), the
-/// strongest reason first: a maintenance window, a failing or suspected
-/// parent, flapping. `per_change`: the event is a per-change one (status,
-/// circuit, auth, rate limit), which flapping holds too; flapping and sync
-/// events are held only by maintenance and the parent.
-pub fn suppression(
-    maintenance_until: Option<UnixMs>,
-    now: UnixMs,
-    parent: Option<&MonitorState>,
-    own: &MonitorState,
-    per_change: bool,
-) -> Option<&'static str> {
-    if maintenance_until.is_some_and(|t| now < t) {
-        return Some("maintenance");
-    }
-    if parent.is_some_and(MonitorState::suspected) {
-        return Some("parent");
-    }
-    (per_change && own.flap.flapping).then_some("flapping")
 }
 
 #[cfg(test)]

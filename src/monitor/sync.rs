@@ -2,6 +2,8 @@
 //! data sync. A newly seen finish time emits `sync.completed` or
 //! `sync.failed`; a last sync older than `max_age` emits `sync.stale` once per
 //! stale period (the probe itself is classified `degraded`/`stale_sync`).
+//! The first finish time ever seen is the baseline: that sync finished
+//! before connwatch looked, so it is not news (staleness still is).
 
 use crate::model::{SyncSeen, UnixMs};
 use serde::{Deserialize, Serialize};
@@ -42,7 +44,9 @@ impl SyncState {
         let Some(at) = seen.finished_at else {
             return out;
         };
-        if self.last_finished_at.is_none_or(|last| at > last) {
+        if self.last_finished_at.is_none() {
+            self.last_finished_at = Some(at);
+        } else if self.last_finished_at.is_some_and(|last| at > last) {
             self.last_finished_at = Some(at);
             self.stale = false;
             let status = seen.status.clone();
@@ -90,6 +94,10 @@ mod tests {
         let failed = vec!["failed".to_string(), "error".to_string()];
         let mut s = SyncState::default();
         let max = Some(10_000);
+        // The first sync seen finished before connwatch looked: the baseline.
+        assert!(s
+            .record(&seen("failed", 500), 1_000, max, &failed)
+            .is_empty());
         assert_eq!(
             s.record(&seen("completed", 1_000), 2_000, max, &failed),
             vec![SyncEvent::Completed {
@@ -137,5 +145,17 @@ mod tests {
         assert!(s
             .record(&SyncSeen::default(), 97_000, max, &failed)
             .is_empty());
+    }
+
+    #[test]
+    fn a_stale_baseline_is_told_as_stale() {
+        let mut s = SyncState::default();
+        assert_eq!(
+            s.record(&seen("completed", 0), 20_000, Some(10_000), &[]),
+            vec![SyncEvent::Stale {
+                finished_at: 0,
+                age_ms: 20_000
+            }]
+        );
     }
 }

@@ -78,6 +78,9 @@ pub struct ConnMeta {
     pub cadence: String,
     pub interval_ms: Option<i64>,
     pub depends_on: Option<String>,
+    /// Successes that close a circuit and confirm `online` (status works
+    /// out how soon a recovery would be resolved).
+    pub success_threshold: u32,
 }
 
 impl ConnMeta {
@@ -94,6 +97,7 @@ impl ConnMeta {
             },
             interval_ms: c.interval().map(|d| d.as_millis() as i64),
             depends_on: c.depends_on.clone(),
+            success_threshold: c.breaker.success_threshold,
         }
     }
 
@@ -103,6 +107,7 @@ impl ConnMeta {
             id: id.into(),
             url: "http://h/".into(),
             cadence: "every 30s".into(),
+            success_threshold: crate::config::DEFAULT_SUCCESS_THRESHOLD,
             ..Default::default()
         }
     }
@@ -185,10 +190,11 @@ impl Store {
         {
             let mut up = tx
                 .prepare(
-                    "INSERT INTO connections (id, name, url, configured, cadence, interval_ms, depends_on)
-                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
+                    "INSERT INTO connections (id, name, url, configured, cadence, interval_ms, depends_on, success_threshold)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)
                      ON CONFLICT(id) DO UPDATE SET name = excluded.name, url = excluded.url, configured = 1,
-                       cadence = excluded.cadence, interval_ms = excluded.interval_ms, depends_on = excluded.depends_on",
+                       cadence = excluded.cadence, interval_ms = excluded.interval_ms, depends_on = excluded.depends_on,
+                       success_threshold = excluded.success_threshold",
                 )
                 .map_err(|e| sq(&p, e))?;
             let mut get = tx
@@ -201,7 +207,8 @@ impl Store {
                     c.url,
                     c.cadence,
                     c.interval_ms,
-                    c.depends_on
+                    c.depends_on,
+                    c.success_threshold
                 ])
                 .map_err(|e| sq(&p, e))?;
                 let k = get

@@ -1,9 +1,24 @@
-//! Reads and operator actions on the outbox: `connwatch events` and
-//! `connwatch events replay`.
+//! The outbox: every SQL statement on `events`, `deliveries` and
+//! `delivery_attempts` outside retention is here.
+//!
+//! Who writes it, and why there is more than one writer:
+//! - the writer thread ([`super::writer`]) stores events with their
+//!   deliveries, in the transaction of the change that caused them
+//!   ([`write_event`]);
+//! - the dispatcher ([`crate::deliver`]), on its own connection, records
+//!   attempts ([`record_attempts`]), stores the `system.error` events it
+//!   raises ([`insert_event`]) and buries deliveries of sinks no longer
+//!   configured ([`bury_unconfigured`]). It does not go through the writer
+//!   so that delivery goes on at its own pace while probe results queue
+//!   (and the other way round); SQLite's busy timeout serialises the two;
+//! - operator commands (`events replay`, a reload refused) from their own
+//!   connection ([`replay`], [`insert_event`]).
 
 use super::{sq, Result, Store};
+use crate::event::{Envelope, EventKind, Outgoing};
 use crate::model::{rfc3339, UnixMs};
-use rusqlite::{params, OptionalExtension};
+use crate::policy::{Delivery, PageAction};
+use rusqlite::{params, Connection as Db, OptionalExtension};
 use serde::Serialize;
 
 /// One event with its deliveries.
@@ -165,7 +180,8 @@ pub fn replay(
     let n = match sink {
         Some(s) => tx
             .execute(
-                "INSERT INTO deliveries (event, sink, state, attempts, next_at) VALUES (?1, ?2, 'pending', 0, ?3)
+                "INSERT INTO deliveries (event, sink, state, attempts, next_at, conn)
+                 SELECT ?1, ?2, 'pending', 0, ?3, conn FROM events WHERE seq = ?1
                  ON CONFLICT (event, sink) DO UPDATE SET state = 'pending', attempts = 0, next_at = ?3, last_error = NULL",
                 params![seq, s, now],
             )
@@ -181,26 +197,227 @@ pub fn replay(
     Ok(Some(n))
 }
 
-/// Stores an event that no probe caused (`system.error`), with a pending
-/// delivery to each of `sinks`, in one transaction.
-pub fn insert_event(
-    db: &mut rusqlite::Connection,
-    env: &crate::event::Envelope,
+/// Stores an event and its deliveries inside `tx`. Returns the rows written.
+#[allow(clippy::too_many_arguments)]
+pub fn write_event(
+    tx: &rusqlite::Transaction<'_>,
+    env: &Envelope,
+    conn: Option<i64>,
     at: UnixMs,
-    sinks: &[String],
-) -> rusqlite::Result<()> {
-    let body = serde_json::to_string(env).unwrap_or_default();
-    let tx = db.transaction()?;
-    tx.execute(
-        "INSERT INTO events (id, type, conn, at, transition, envelope) VALUES (?1, ?2, NULL, ?3, NULL, ?4)",
-        params![env.id, env.kind, at, body],
-    )?;
+    transition: Option<i64>,
+    suppressed: Option<&str>,
+    deliveries: &[Delivery],
+) -> rusqlite::Result<u64> {
+    let json = serde_json::to_string(env).unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO events (id, type, conn, at, transition, envelope, suppressed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![env.id, env.kind.as_str(), conn, at, transition, json, suppressed])?;
     let seq = tx.last_insert_rowid();
-    for s in sinks {
-        tx.execute(
-            "INSERT INTO deliveries (event, sink, next_at) VALUES (?1, ?2, ?3)",
-            params![seq, s, at],
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO deliveries (event, sink, next_at, conn, priority, action) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for d in deliveries {
+        ins.execute(params![
+            seq,
+            &*d.sink,
+            at,
+            conn,
+            d.priority.code(),
+            d.action.map(PageAction::to_db)
+        ])?;
+    }
+    Ok(1 + deliveries.len() as u64)
+}
+
+/// Stores an event that no probe caused (`system.error`) with its
+/// deliveries, in one transaction of its own.
+pub fn insert_event(
+    db: &mut Db,
+    env: &Envelope,
+    at: UnixMs,
+    deliveries: &[Delivery],
+) -> rusqlite::Result<()> {
+    let tx = db.transaction()?;
+    write_event(&tx, env, None, at, None, None, deliveries)?;
+    tx.commit()
+}
+
+/// A pending delivery ready to attempt.
+#[derive(Debug, Clone)]
+pub struct Due {
+    /// The event's row.
+    pub event: i64,
+    pub attempts: i64,
+    /// When the event happened.
+    pub at: UnixMs,
+    pub out: Outgoing,
+    pub action: Option<PageAction>,
+}
+
+/// How a sink's queue is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Fresh news first, then the oldest (one delivery per request).
+    Priority,
+    /// The oldest first (a chat sink cuts windows in time).
+    Time,
+}
+
+/// The pending deliveries of `sink` that are due at `now` and head their
+/// connection's queue on this sink (nothing earlier of the same
+/// connection is pending), in `order`, at most `limit`. Reads the partial
+/// indexes `deliveries_queue` and `deliveries_pair`, so a deep backlog
+/// costs no scan of it.
+pub fn due_heads(
+    db: &Db,
+    sink: &str,
+    now: UnixMs,
+    order: Order,
+    limit: usize,
+) -> rusqlite::Result<Vec<Due>> {
+    let sql = match order {
+        Order::Priority => DUE_BY_PRIORITY,
+        Order::Time => DUE_BY_TIME,
+    };
+    let mut s = db.prepare_cached(sql)?;
+    let rows = s.query_map(params![sink, now, limit as i64], |r| {
+        let action: Option<String> = r.get(7)?;
+        Ok(Due {
+            event: r.get(0)?,
+            attempts: r.get(1)?,
+            at: r.get(2)?,
+            out: outgoing(r, 3)?,
+            action: action.as_deref().and_then(PageAction::from_db),
+        })
+    })?;
+    rows.collect()
+}
+
+const DUE_BY_PRIORITY: &str =
+    "SELECT d.event, d.attempts, e.at, e.id, e.type, c.id, e.envelope, d.action
+     FROM deliveries d JOIN events e ON e.seq = d.event LEFT JOIN connections c ON c.key = d.conn
+     WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_at <= ?2
+       AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.sink = ?1 AND p.state = 'pending'
+                       AND p.conn IS d.conn AND p.event < d.event)
+     ORDER BY d.priority, d.event LIMIT ?3";
+
+const DUE_BY_TIME: &str =
+    "SELECT d.event, d.attempts, e.at, e.id, e.type, c.id, e.envelope, d.action
+     FROM deliveries d JOIN events e ON e.seq = d.event LEFT JOIN connections c ON c.key = d.conn
+     WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_at <= ?2
+       AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.sink = ?1 AND p.state = 'pending'
+                       AND p.conn IS d.conn AND p.event < d.event)
+     ORDER BY d.event LIMIT ?3";
+
+/// An event row as it goes out, from columns id, type, connection id,
+/// envelope starting at `i`.
+fn outgoing(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Outgoing> {
+    let body: String = r.get(i + 3)?;
+    Ok(Outgoing {
+        id: r.get(i)?,
+        kind: r.get(i + 1)?,
+        connection_id: r.get(i + 2)?,
+        envelope: serde_json::from_str(&body).unwrap_or_default(),
+        body,
+    })
+}
+
+/// When the next delivery waiting for a retry (or a replay) falls due.
+pub fn next_retry(db: &Db, now: UnixMs) -> rusqlite::Result<Option<UnixMs>> {
+    db.prepare_cached(
+        "SELECT min(next_at) FROM deliveries WHERE state = 'pending' AND next_at > ?1",
+    )?
+    .query_row([now], |r| r.get(0))
+}
+
+/// Pending deliveries, all sinks.
+pub fn pending_count(db: &Db) -> rusqlite::Result<i64> {
+    db.prepare_cached("SELECT count(*) FROM deliveries WHERE state = 'pending'")?
+        .query_row([], |r| r.get(0))
+}
+
+/// One attempt at some of a sink's deliveries (one request).
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    pub started: UnixMs,
+    /// HTTP status or exit code.
+    pub status: Option<i64>,
+    pub error: Option<&'a str>,
+    pub duration_ms: i64,
+    /// `done`, `retry`, `dead` or `skipped`.
+    pub verdict: &'static str,
+}
+
+/// Records one attempt for each `(event, state, next_at)` of `sink`, and
+/// moves the deliveries on, in one transaction.
+pub fn record_attempts(
+    db: &mut Db,
+    sink: &str,
+    moves: &[(i64, &'static str, UnixMs)],
+    a: &Attempt<'_>,
+) -> rusqlite::Result<()> {
+    let tx = db.transaction()?;
+    {
+        let mut up = tx.prepare_cached(
+            "UPDATE deliveries SET attempts = attempts + 1, state = ?3, next_at = ?4, last_error = ?5 WHERE event = ?1 AND sink = ?2",
         )?;
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO delivery_attempts (event, sink, at, status, error, duration_ms, verdict) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (event, state, next_at) in moves {
+            up.execute(params![event, sink, state, next_at, a.error])?;
+            ins.execute(params![
+                event,
+                sink,
+                a.started,
+                a.status,
+                a.error,
+                a.duration_ms,
+                a.verdict
+            ])?;
+        }
     }
     tx.commit()
+}
+
+/// Pending deliveries to sinks that are no longer configured: dead, with
+/// an attempt that says why. Returns how many.
+pub fn bury_unconfigured(db: &mut Db, configured: &[&str], now: UnixMs) -> rusqlite::Result<usize> {
+    let ids = serde_json::to_string(configured).unwrap_or_else(|_| "[]".into());
+    let tx = db.transaction()?;
+    tx.execute(
+        "INSERT INTO delivery_attempts (event, sink, at, error, duration_ms, verdict)
+         SELECT event, sink, ?2, 'sink no longer configured', 0, 'dead' FROM deliveries
+         WHERE state = 'pending' AND sink NOT IN (SELECT value FROM json_each(?1))",
+        params![ids, now],
+    )?;
+    let n = tx.execute(
+        "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = 'sink no longer configured'
+         WHERE state = 'pending' AND sink NOT IN (SELECT value FROM json_each(?1))",
+        [&ids],
+    )?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// The last status change each connection's receivers on `sink` heard
+/// (delivered), with its incident action: after a restart, the alerts
+/// still firing and the reminders still due come from here.
+pub fn last_told(db: &Db, sink: &str) -> rusqlite::Result<Vec<(Outgoing, Option<PageAction>)>> {
+    let mut s = db.prepare(
+        "SELECT e.id, e.type, c.id, e.envelope, d.action FROM deliveries d
+         JOIN events e ON e.seq = d.event JOIN connections c ON c.key = e.conn
+         WHERE d.sink = ?1 AND d.event IN (
+             SELECT max(x.event) FROM deliveries x JOIN events y ON y.seq = x.event
+             WHERE x.sink = ?1 AND x.state = 'done' AND y.type = ?2 GROUP BY y.conn)",
+    )?;
+    let rows = s.query_map(params![sink, EventKind::StatusChanged.as_str()], |r| {
+        let action: Option<String> = r.get(4)?;
+        Ok((
+            outgoing(r, 0)?,
+            action.as_deref().and_then(PageAction::from_db),
+        ))
+    })?;
+    rows.collect()
 }

@@ -117,6 +117,19 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE INDEX rollups_conn_hour ON rollups (conn, hour);
     ",
+    // 5: the alert policy. Each delivery knows its connection (order holds
+    // per sink and connection), its priority (fresh news first) and, for
+    // paging sinks, what the incident does; a sink's next deliveries are
+    // read from small partial indexes, never by scanning the outbox.
+    "
+    ALTER TABLE deliveries ADD COLUMN conn INTEGER;                    -- the event's connection; NULL for system events
+    ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 2;  -- policy::Priority: 0 fresh, 1 resolve, 2 info
+    ALTER TABLE deliveries ADD COLUMN action TEXT;                     -- policy::PageAction (paging sinks)
+    UPDATE deliveries SET conn = (SELECT e.conn FROM events e WHERE e.seq = deliveries.event);
+    CREATE INDEX deliveries_queue ON deliveries (sink, priority, event) WHERE state = 'pending';
+    CREATE INDEX deliveries_pair ON deliveries (sink, conn, event) WHERE state = 'pending';
+    ALTER TABLE connections ADD COLUMN success_threshold INTEGER;      -- for the recovery latency `status` shows
+    ",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

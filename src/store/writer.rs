@@ -1,4 +1,6 @@
-//! The one writer: every database write of the daemon goes through here.
+//! The writer: every write of probes, history, connection state and the
+//! events they cause goes through here. (The outbox's delivery state has
+//! other writers, named in [`super::outbox`].)
 //!
 //! It runs on its own thread (SQLite calls block) and takes records from a
 //! bounded channel. Whatever is queued when it wakes is written in one
@@ -61,12 +63,12 @@ pub struct Probe {
     pub error: Option<ProbeError>,
 }
 
-/// An event, the sinks it is to be delivered to, and why it is held back
-/// (recorded with no deliveries) if it is.
+/// An event, its deliveries, and why it is held back (recorded with no
+/// deliveries) if it is.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub envelope: Envelope,
-    pub sinks: Vec<String>,
+    pub deliveries: Vec<crate::policy::Delivery>,
     pub suppressed: Option<&'static str>,
 }
 
@@ -80,6 +82,59 @@ pub struct StateRow {
     pub hold_reason: Option<&'static str>,
     pub suppressed: Option<&'static str>,
     pub sent_health: &'static str,
+}
+
+/// The state row last handed to the writer for one connection (what is
+/// compared, not the JSON), so that only changes are handed over: a
+/// steady connection's row is not rewritten.
+#[derive(Debug, Default)]
+pub struct LastState(Option<Box<Saved>>);
+
+#[derive(Debug, PartialEq)]
+struct Saved {
+    state: crate::monitor::MonitorState,
+    hold_until: Option<UnixMs>,
+    hold_reason: Option<&'static str>,
+    suppressed: Option<&'static str>,
+}
+
+impl LastState {
+    /// The row for this state, if it differs from the last one.
+    pub fn changed(
+        &mut self,
+        state: &crate::monitor::MonitorState,
+        hold_until: Option<UnixMs>,
+        hold_reason: Option<&'static str>,
+        suppressed: Option<&'static str>,
+    ) -> Option<StateRow> {
+        if let Some(s) = &self.0 {
+            if s.state == *state
+                && s.hold_until == hold_until
+                && s.hold_reason == hold_reason
+                && s.suppressed == suppressed
+            {
+                return None;
+            }
+        }
+        let saved = Saved {
+            state: state.clone(),
+            hold_until,
+            hold_reason,
+            suppressed,
+        };
+        match &mut self.0 {
+            Some(s) => **s = saved,
+            None => self.0 = Some(Box::new(saved)),
+        }
+        Some(StateRow {
+            json: state.to_json(),
+            circuit: state.breaker.circuit.as_str(),
+            hold_until,
+            hold_reason,
+            suppressed,
+            sent_health: state.sent.as_str(),
+        })
+    }
 }
 
 impl Record {
@@ -443,11 +498,11 @@ async fn run(
         if retry_at.is_some_and(|r| now < r) && open && waiters.is_empty() {
             continue;
         }
-        let deliveries = st.backlog.records.iter().any(|r| {
-            r.events
-                .iter()
-                .any(|e| e.suppressed.is_none() && !e.sinks.is_empty())
-        });
+        let deliveries = st
+            .backlog
+            .records
+            .iter()
+            .any(|r| r.events.iter().any(|e| !e.deliveries.is_empty()));
         let attempt = tokio::time::Instant::now();
         match st.write() {
             Ok(rows) => {
@@ -818,22 +873,15 @@ fn write_change(tx: &rusqlite::Transaction<'_>, rec: &Record) -> rusqlite::Resul
         rows += 2;
     }
     for ev in &rec.events {
-        let json = serde_json::to_string(&ev.envelope).unwrap_or_default();
-        tx.prepare_cached(
-            "INSERT INTO events (id, type, conn, at, transition, envelope, suppressed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![ev.envelope.id, ev.envelope.kind, rec.conn, rec.at, transition_id, json, ev.suppressed])?;
-        rows += 1;
-        if ev.suppressed.is_none() {
-            let seq = tx.last_insert_rowid();
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO deliveries (event, sink, next_at) VALUES (?1, ?2, ?3)",
-            )?;
-            for s in &ev.sinks {
-                ins.execute(params![seq, s, rec.at])?;
-                rows += 1;
-            }
-        }
+        rows += super::outbox::write_event(
+            tx,
+            &ev.envelope,
+            Some(rec.conn),
+            rec.at,
+            transition_id,
+            ev.suppressed,
+            &ev.deliveries,
+        )?;
     }
     if let Some(state) = &rec.state {
         write_state(tx, rec.conn, state)?;
@@ -863,10 +911,11 @@ fn audit_committed(a: &crate::ops::audit::Audit, records: &[Record]) {
             );
         }
         for ev in &rec.events {
+            let sinks: Vec<&str> = ev.deliveries.iter().map(|d| &*d.sink).collect();
             a.record(
                 "event",
                 json!({"event_id": ev.envelope.id, "type": ev.envelope.kind, "connection_id": &*rec.conn_id,
-                       "suppressed": ev.suppressed, "sinks": ev.sinks}),
+                       "suppressed": ev.suppressed, "sinks": sinks}),
             );
         }
     }
@@ -930,12 +979,20 @@ mod tests {
     fn event(sinks: &[&str], suppressed: Option<&'static str>) -> NewEvent {
         NewEvent {
             envelope: Envelope::new(
-                "connection.status_changed",
+                crate::event::EventKind::StatusChanged,
                 2_000,
                 Some("a"),
                 serde_json::json!({}),
             ),
-            sinks: sinks.iter().map(|s| s.to_string()).collect(),
+            deliveries: sinks
+                .iter()
+                .filter(|_| suppressed.is_none())
+                .map(|s| crate::policy::Delivery {
+                    sink: (*s).into(),
+                    priority: crate::policy::Priority::Fresh,
+                    action: None,
+                })
+                .collect(),
             suppressed,
         }
     }

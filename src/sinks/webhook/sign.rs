@@ -1,4 +1,4 @@
-//! `webhook`: POST of the envelope, signed per Standard Webhooks.
+//! Standard Webhooks signatures.
 //!
 //! `webhook-id` is the event id; `webhook-timestamp` is the *attempt's* time
 //! (re-signed on every retry, since verifiers refuse timestamps older than

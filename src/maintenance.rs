@@ -1,0 +1,187 @@
+//! Maintenance windows: which connections each covers, when it ends. Pure,
+//! time passed in. Cron jobs (wired in [`crate::app`]) say when a window
+//! starts; the engine asks when the next one ends, and what held events
+//! back ends with it (see [`crate::policy::held`]).
+
+use crate::config::Maintenance;
+use crate::model::UnixMs;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// One configured window.
+#[derive(Debug)]
+struct Window {
+    slots: Vec<usize>,
+    duration: Duration,
+}
+
+/// Every window, and until when each connection is covered.
+#[derive(Debug, Default)]
+pub struct Windows {
+    windows: Vec<Window>,
+    /// Per connection slot: covered until then.
+    until: Vec<Option<UnixMs>>,
+    /// The earliest of `until`.
+    earliest: Option<UnixMs>,
+}
+
+impl Windows {
+    /// The windows of `config` over `n` connections (`index`: id to slot).
+    /// A window already open at `now` (a restart inside it) applies at
+    /// once; those are returned with their end, with each window's cron
+    /// expression for the jobs that start it.
+    pub fn new(
+        config: &[Maintenance],
+        index: &HashMap<&str, usize>,
+        n: usize,
+        now: UnixMs,
+    ) -> (Windows, Vec<String>, Vec<(usize, UnixMs)>) {
+        let mut w = Windows {
+            windows: Vec::with_capacity(config.len()),
+            until: vec![None; n],
+            earliest: None,
+        };
+        let mut open = Vec::new();
+        let mut schedules = Vec::with_capacity(config.len());
+        for (i, m) in config.iter().enumerate() {
+            let slots: Vec<usize> = match &m.connections {
+                None => (0..n).collect(),
+                Some(ids) => ids
+                    .iter()
+                    .filter_map(|id| index.get(id.as_str()).copied())
+                    .collect(),
+            };
+            if let Some(end) = active_window_end(&m.schedule, m.duration, now) {
+                for &s in &slots {
+                    w.cover(s, end);
+                }
+                open.push((i, end));
+            }
+            w.windows.push(Window {
+                slots,
+                duration: m.duration,
+            });
+            schedules.push(m.schedule.clone());
+        }
+        w.refresh();
+        (w, schedules, open)
+    }
+
+    fn cover(&mut self, slot: usize, end: UnixMs) {
+        if let Some(u) = self.until.get_mut(slot) {
+            *u = Some(u.map_or(end, |t| t.max(end)));
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.earliest = self.until.iter().flatten().copied().min();
+    }
+
+    /// Until when `slot` is covered, if it is (or was, before [`Windows::end_due`]).
+    pub fn until(&self, slot: usize) -> Option<UnixMs> {
+        self.until.get(slot).copied().flatten()
+    }
+
+    /// Window `i` starts at `now`: the slots it covers, and its end.
+    pub fn start(&mut self, i: usize, now: UnixMs) -> Option<(Vec<usize>, UnixMs)> {
+        let w = self.windows.get(i)?;
+        let end = now + w.duration.as_millis() as i64;
+        let slots = w.slots.clone();
+        for &s in &slots {
+            self.cover(s, end);
+        }
+        self.refresh();
+        Some((slots, end))
+    }
+
+    /// The slots whose window has ended by `now` (no longer covered).
+    pub fn end_due(&mut self, now: UnixMs) -> Vec<usize> {
+        if self.earliest.is_none_or(|t| t > now) {
+            return Vec::new();
+        }
+        let mut ended = Vec::new();
+        for (slot, u) in self.until.iter_mut().enumerate() {
+            if u.is_some_and(|t| t <= now) {
+                *u = None;
+                ended.push(slot);
+            }
+        }
+        self.refresh();
+        ended
+    }
+
+    /// When the next window ends.
+    pub fn next_end(&self) -> Option<UnixMs> {
+        self.earliest
+    }
+}
+
+/// If a window of `schedule` + `duration` is open at `now`, when it ends.
+pub fn active_window_end(schedule: &str, duration: Duration, now: UnixMs) -> Option<UnixMs> {
+    let cron = croner::Cron::new(schedule)
+        .with_seconds_required()
+        .with_dom_and_dow()
+        .parse()
+        .ok()?;
+    let from = chrono::DateTime::from_timestamp_millis(now - duration.as_millis() as i64)?;
+    let start = cron
+        .find_next_occurrence(&from, true)
+        .ok()?
+        .timestamp_millis();
+    let end = start + duration.as_millis() as i64;
+    (start <= now && now < end).then_some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_in_progress_is_found() {
+        // Every minute at second 0, lasting 30 s.
+        let base = 1_764_000_000_000i64; // a whole minute
+        assert_eq!(
+            active_window_end("0 * * * * *", Duration::from_secs(30), base + 10_000),
+            Some(base + 30_000)
+        );
+        assert_eq!(
+            active_window_end("0 * * * * *", Duration::from_secs(30), base + 40_000),
+            None
+        );
+        assert_eq!(
+            active_window_end("0 * * * * *", Duration::from_secs(30), base),
+            Some(base + 30_000)
+        );
+    }
+
+    #[test]
+    fn windows_cover_their_slots_until_they_end() {
+        let base = 1_764_000_000_000i64;
+        let cfg = vec![
+            Maintenance {
+                connections: Some(vec!["b".into()]),
+                schedule: "0 0 3 * * *".into(),
+                duration: Duration::from_secs(60),
+            },
+            Maintenance {
+                connections: None,
+                schedule: "0 0 4 * * *".into(),
+                duration: Duration::from_secs(10),
+            },
+        ];
+        let index: HashMap<&str, usize> = [("a", 0), ("b", 1)].into_iter().collect();
+        let (mut w, schedules, open) = Windows::new(&cfg, &index, 2, base);
+        assert_eq!(schedules, ["0 0 3 * * *", "0 0 4 * * *"]);
+        assert!(open.is_empty());
+        assert_eq!(w.next_end(), None);
+        assert_eq!(w.start(0, base), Some((vec![1], base + 60_000)));
+        assert_eq!(w.start(1, base + 1_000), Some((vec![0, 1], base + 11_000)));
+        assert_eq!(w.until(1), Some(base + 60_000), "the longer window wins");
+        assert_eq!(w.next_end(), Some(base + 11_000));
+        assert!(w.end_due(base + 10_999).is_empty());
+        assert_eq!(w.end_due(base + 11_000), vec![0]);
+        assert_eq!(w.end_due(base + 60_000), vec![1]);
+        assert_eq!(w.next_end(), None);
+        assert_eq!(w.start(7, base), None);
+    }
+}

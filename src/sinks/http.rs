@@ -1,0 +1,79 @@
+//! A JSON POST with the sink's headers and timeout, judged by its status
+//! (see [`crate::deliver::retry::judge_http`]): shared by the HTTP kinds.
+
+use super::{AttemptResult, Cx};
+use crate::config::Secret;
+use crate::deliver::retry::{judge_http, Verdict};
+use std::time::Instant;
+
+/// The HTTP client every delivery uses (the dispatcher's and `sinks
+/// test`): no redirects (a 3xx answer is judged, not followed) and no proxy.
+pub fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+}
+
+/// POSTs `body` as JSON to `url` with `headers` (secrets) and `extra`.
+pub async fn post_json(
+    cx: Cx<'_>,
+    url: &url::Url,
+    headers: &[(String, Secret)],
+    extra: Vec<(String, String)>,
+    body: String,
+) -> AttemptResult {
+    let start = Instant::now();
+    let mut rb = cx
+        .client
+        .post(url.clone())
+        .timeout(cx.timeout)
+        .header("content-type", "application/json")
+        .header("user-agent", crate::probe::USER_AGENT);
+    for (name, value) in headers {
+        rb = rb.header(name.as_str(), sensitive(value));
+    }
+    for (name, value) in extra {
+        rb = rb.header(name, value);
+    }
+    match rb.body(body).send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| crate::classify::parse_retry_after(v, std::time::SystemTime::now()));
+            // A short excerpt of a refusal helps the operator; never more.
+            let error = if (200..300).contains(&status) {
+                None
+            } else {
+                let text = resp.text().await.unwrap_or_default();
+                Some(format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                ))
+            };
+            AttemptResult {
+                verdict: judge_http(status, retry_after),
+                status: Some(i64::from(status)),
+                error,
+                duration: start.elapsed(),
+                skipped: false,
+            }
+        }
+        Err(e) => AttemptResult::failed(
+            Verdict::Retry { retry_after: None },
+            None,
+            crate::probe::transport_error(&e).message,
+            start.elapsed(),
+        ),
+    }
+}
+
+fn sensitive(s: &Secret) -> reqwest::header::HeaderValue {
+    let mut v = reqwest::header::HeaderValue::from_str(s.expose())
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
+}

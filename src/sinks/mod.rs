@@ -1,0 +1,202 @@
+//! Sinks: where events go. One folder per kind, each holding everything
+//! about that kind: its configuration keys and their validation
+//! ([`Kind::build`]), its payload, its class in the alert policy (raw,
+//! paging or chat) and its quirks (Slack's pace, a webhook's 410, the
+//! re-sending of Alertmanager alerts). The dispatcher ([`crate::deliver`])
+//! and the configuration loader name no kind: they go through [`KINDS`]
+//! and the [`Sink`] trait. Adding a kind is adding a folder and one line
+//! in [`KINDS`].
+//!
+//! Shared by several kinds: [`http`] (a JSON POST judged by its status)
+//! and [`chat`] (the lines of a grouped chat message).
+
+pub mod alertmanager;
+pub mod chat;
+pub mod command;
+pub mod http;
+pub mod log;
+pub mod pagerduty;
+pub mod slack;
+pub mod webhook;
+
+use crate::config::schema::Field;
+use crate::config::Section;
+use crate::deliver::retry::Verdict;
+pub use crate::event::Outgoing;
+use crate::model::UnixMs;
+use crate::policy::{PageAction, SinkClass};
+use futures::future::BoxFuture;
+use std::time::Duration;
+
+/// The registry of sink kinds.
+pub const KINDS: &[Kind] = &[
+    webhook::KIND,
+    pagerduty::KIND,
+    alertmanager::KIND,
+    slack::KIND,
+    command::KIND,
+    log::KIND,
+];
+
+/// Attempts in flight per sink, unless the kind says otherwise.
+pub const CONCURRENCY: usize = 4;
+
+/// One sink kind: its name, its keys and how it reads them.
+pub struct Kind {
+    /// The `kind = "…"` value.
+    pub name: &'static str,
+    /// The keys it reads besides the common ones
+    /// ([`crate::config::schema::SINK_COMMON`]).
+    pub keys: &'static [Field],
+    /// Reads and checks its keys; `None` when an error was recorded.
+    pub build: fn(&mut Section<'_, '_>) -> Option<Box<dyn Sink>>,
+}
+
+/// The kind named `name`.
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// "webhook, pagerduty, …, command or log" (with `last` before the last).
+pub fn names(last: &str) -> String {
+    let n: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+    match n.split_last() {
+        Some((l, rest)) if !rest.is_empty() => format!("{}{last}{l}", rest.join(", ")),
+        _ => n.join(""),
+    }
+}
+
+/// One stored event and what this sink does with it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub out: Outgoing,
+    /// For paging sinks: the incident's action, decided by the policy when
+    /// the event was stored (`None`: derived from the event).
+    pub action: Option<PageAction>,
+}
+
+/// What a sink needs to send.
+#[derive(Clone, Copy)]
+pub struct Cx<'a> {
+    pub client: &'a reqwest::Client,
+    /// The attempt's time.
+    pub now: UnixMs,
+    /// The sink's `timeout`.
+    pub timeout: Duration,
+}
+
+/// What a kind does.
+pub trait Sink: Send + Sync + std::fmt::Debug + std::any::Any {
+    /// How the alert policy treats it.
+    fn class(&self) -> SinkClass;
+
+    /// Where it sends, for `connwatch check` (secrets masked).
+    fn target(&self) -> String;
+
+    /// Sends `items` as one request: one item, up to [`Sink::max_batch`]
+    /// for kinds that take several, or a chat group.
+    fn send<'a>(&'a self, items: &'a [Item], cx: Cx<'a>) -> BoxFuture<'a, AttemptResult>;
+
+    /// Items one request may carry.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Requests in flight at once.
+    fn concurrency(&self) -> usize {
+        CONCURRENCY
+    }
+
+    /// The least time between two requests.
+    fn pace(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Whether this refusal disables the sink until restart, and why.
+    fn gone(&self, _refusal: &AttemptResult) -> Option<&'static str> {
+        None
+    }
+
+    /// Open incidents are sent again this often while they last.
+    fn resend_every(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    pub verdict: Verdict,
+    /// HTTP status or exit code.
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub duration: Duration,
+    /// The sink does not take this event (a sync event to PagerDuty): done
+    /// without sending.
+    pub skipped: bool,
+}
+
+impl AttemptResult {
+    pub fn skipped() -> Self {
+        AttemptResult {
+            verdict: Verdict::Done,
+            status: None,
+            error: None,
+            duration: Duration::ZERO,
+            skipped: true,
+        }
+    }
+
+    pub fn done(status: Option<i64>, duration: Duration) -> Self {
+        AttemptResult {
+            verdict: Verdict::Done,
+            status,
+            error: None,
+            duration,
+            skipped: false,
+        }
+    }
+
+    pub fn failed(
+        verdict: Verdict,
+        status: Option<i64>,
+        error: String,
+        duration: Duration,
+    ) -> Self {
+        AttemptResult {
+            verdict,
+            status,
+            error: Some(error),
+            duration,
+            skipped: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn kinds_have_unique_names_and_keys_apart_from_the_common_ones() {
+        let mut seen = HashSet::new();
+        for k in KINDS {
+            assert!(seen.insert(k.name), "{} twice", k.name);
+            for f in k.keys {
+                assert!(
+                    !crate::config::schema::SINK_COMMON
+                        .iter()
+                        .any(|c| c.name == f.name),
+                    "{}: {} is a common key",
+                    k.name,
+                    f.name
+                );
+            }
+        }
+        assert_eq!(
+            names(" or "),
+            "webhook, pagerduty, alertmanager, slack, command or log"
+        );
+    }
+}
