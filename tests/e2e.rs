@@ -128,6 +128,12 @@ fn daemon_confirms_each_scenario_and_exits_cleanly() {
     assert_eq!(by_id["goes-down"]["last_error"]["http_status"], 503);
     assert_eq!(by_id["auth"]["last_error"]["kind"], "auth");
     assert!(by_id["stable"]["last_error"].is_null());
+    assert!(by_id["stable"]["resolve_within_s"].is_null(), "online");
+    assert!(by_id["stable"]["next_trial_at"].is_null());
+    assert!(
+        by_id["auth"]["resolve_within_s"].as_i64().unwrap() > 250,
+        "auth_interval 5m"
+    );
     assert!(by_id["stable"]["since"].is_string());
 
     // The human table is aligned and names every connection.

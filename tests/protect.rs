@@ -297,6 +297,11 @@ fn an_open_circuit_stays_open_across_a_restart() {
     assert_eq!(terminate(&mut d, Duration::from_secs(15)), Some(0));
     assert_eq!(row["circuit"], "open", "{row}");
     assert_eq!(row["next_probe_reason"], "circuit_open", "{row}");
+    // How soon a recovery now would be resolved: the trial (open_for 10 s,
+    // +20 % jitter at most), the tick after it, one more success (1 s).
+    assert_eq!(row["next_trial_at"], row["next_probe_at"], "{row}");
+    let within = row["resolve_within_s"].as_i64().unwrap();
+    assert!((1..=15).contains(&within), "{row}");
     assert_eq!(
         log.times("down10").len(),
         before,

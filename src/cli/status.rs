@@ -33,6 +33,9 @@ pub fn render(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
                     .map(|s| super::ago(s, now))
                     .unwrap_or_else(|| "never".into()),
                 next,
+                r.resolve_within_s
+                    .map(|s| super::until(now + s * 1000, now).replace("in ", ""))
+                    .unwrap_or_else(|| "-".into()),
                 r.suppressed.clone().unwrap_or_else(|| "-".into()),
                 shorten(&err, 60),
             ]
@@ -47,6 +50,7 @@ pub fn render(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
             "LAST OUTCOME",
             "LAST PROBE",
             "NEXT PROBE",
+            "RESOLVES WITHIN",
             "HELD",
             "LAST ERROR",
         ],

@@ -266,9 +266,11 @@ pub enum Order {
 
 /// The pending deliveries of `sink` that are due at `now` and head their
 /// connection's queue on this sink (nothing earlier of the same
-/// connection is pending), in `order`, at most `limit`. Reads the partial
-/// indexes `deliveries_queue` and `deliveries_pair`, so a deep backlog
-/// costs no scan of it.
+/// connection is pending), in `order`, at most `limit`. Walks the partial
+/// index `deliveries_queue` (or `deliveries_fifo`) of this sink in order
+/// and checks each row against `deliveries_pair`, stopping at `limit`: a
+/// deep backlog of other sinks costs nothing, and of this sink only the
+/// rows passed over (heads not due yet, non-heads).
 pub fn due_heads(
     db: &Db,
     sink: &str,
@@ -420,4 +422,99 @@ pub fn last_told(db: &Db, sink: &str) -> rusqlite::Result<Vec<(Outgoing, Option<
         ))
     })?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Priority, Severity};
+
+    fn delivery(priority: Priority, action: Option<PageAction>) -> Delivery {
+        Delivery {
+            sink: "s".into(),
+            priority,
+            action,
+        }
+    }
+
+    /// Stores one event of `conn` (a key, or none) with one delivery to `s`.
+    fn put(db: &mut Db, conn: Option<i64>, at: UnixMs, d: Delivery) -> String {
+        let env = Envelope::new(EventKind::StatusChanged, at, None, serde_json::json!({}));
+        let tx = db.transaction().unwrap();
+        write_event(&tx, &env, conn, at, None, None, &[d]).unwrap();
+        tx.commit().unwrap();
+        env.id
+    }
+
+    fn ids(v: &[Due]) -> Vec<&str> {
+        v.iter().map(|d| d.out.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_sink_takes_heads_fresh_news_first_and_each_connection_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("cw.db")).unwrap();
+        let known = store
+            .sync_connections(&["a", "b", "c"].map(super::super::ConnMeta::bare))
+            .unwrap();
+        let k = |id: &str| Some(known[id].key);
+        let db = &mut store.db;
+        let trigger = Some(PageAction::Trigger {
+            severity: Severity::Critical,
+            replaces: None,
+        });
+        let e1 = put(db, k("a"), 1, delivery(Priority::Resolve, None));
+        let e2 = put(db, k("b"), 2, delivery(Priority::Info, None));
+        let e3 = put(db, k("a"), 3, delivery(Priority::Fresh, trigger));
+        let e4 = put(db, k("c"), 4, delivery(Priority::Fresh, trigger));
+        let e5 = put(db, None, 5, delivery(Priority::Fresh, None));
+        let by_priority = due_heads(db, "s", 10, Order::Priority, 10).unwrap();
+        assert_eq!(ids(&by_priority), [&e4, &e5, &e1, &e2], "e3 waits for e1");
+        assert_eq!(by_priority[0].action, trigger, "the action comes back");
+        assert_eq!(by_priority[0].out.connection_id.as_deref(), Some("c"));
+        let by_time = due_heads(db, "s", 10, Order::Time, 10).unwrap();
+        assert_eq!(ids(&by_time), [&e1, &e2, &e4, &e5]);
+        assert_eq!(
+            ids(&due_heads(db, "s", 10, Order::Priority, 2).unwrap()),
+            [&e4, &e5]
+        );
+        assert!(due_heads(db, "other", 10, Order::Priority, 10)
+            .unwrap()
+            .is_empty());
+        // Nothing is due before its time.
+        assert_eq!(
+            ids(&due_heads(db, "s", 2, Order::Time, 10).unwrap()),
+            [&e1, &e2]
+        );
+        // e1 delivered: a's trigger heads its queue and goes first; e2 is
+        // retried later and waits.
+        let a = Attempt {
+            started: 10,
+            status: Some(200),
+            error: None,
+            duration_ms: 1,
+            verdict: "done",
+        };
+        let seq = |id: &str| by_time.iter().find(|d| d.out.id == id).unwrap().event;
+        record_attempts(
+            db,
+            "s",
+            &[(seq(&e1), "done", 10), (seq(&e2), "pending", 50)],
+            &a,
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&due_heads(db, "s", 10, Order::Priority, 10).unwrap()),
+            [&e3, &e4, &e5]
+        );
+        assert_eq!(next_retry(db, 10).unwrap(), Some(50));
+        assert_eq!(pending_count(db).unwrap(), 4);
+        let attempts: i64 = db
+            .query_row("SELECT count(*) FROM delivery_attempts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(attempts, 2);
+        // A sink that is gone from the configuration: its deliveries die.
+        assert_eq!(bury_unconfigured(db, &["other"], 20).unwrap(), 4);
+        assert_eq!(pending_count(db).unwrap(), 0);
+    }
 }

@@ -28,6 +28,14 @@ pub struct StatusRow {
     /// Why then: `cadence`, `circuit_open`, `retry_after`, `auth_backoff`,
     /// `paused_by_parent`.
     pub next_probe_reason: String,
+    /// While the circuit is open: when the trial probe is allowed.
+    pub next_trial_at: Option<String>,
+    /// While the health is not online: if the connection recovered now,
+    /// at most this many seconds until `online` is confirmed and resolved
+    /// (the next probe, then `success_threshold` probes in a row; an open
+    /// circuit's trial comes at the first tick after its wait). Null while
+    /// online, unknown, or paused by the parent.
+    pub resolve_within_s: Option<i64>,
     /// Why events are held back now, if they are: `maintenance`, `parent`,
     /// `flapping`.
     pub suppressed: Option<String>,
@@ -61,6 +69,7 @@ struct ConnRow {
     cadence: Option<String>,
     interval_ms: Option<i64>,
     depends_on: Option<String>,
+    success_threshold: Option<i64>,
 }
 
 /// Every configured connection, in id order, as of `now`.
@@ -79,7 +88,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
         .db
         .prepare(
             "SELECT key, id, name, health, health_since, circuit, consecutive_failures, state, hold_until,
-                    hold_reason, suppressed, sent_health, cadence, interval_ms, depends_on
+                    hold_reason, suppressed, sent_health, cadence, interval_ms, depends_on, success_threshold
              FROM connections WHERE configured = 1 AND (?1 IS NULL OR id = ?1) ORDER BY id",
         )
         .map_err(|e| sq(p, e))?;
@@ -101,6 +110,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
                 cadence: r.get(12)?,
                 interval_ms: r.get(13)?,
                 depends_on: r.get(14)?,
+                success_threshold: r.get(15)?,
             })
         })
         .map_err(|e| sq(p, e))?
@@ -131,6 +141,30 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
                 (next, "cadence".to_string())
             }
         };
+        let next_trial_ms = next_ms.filter(|_| reason == "circuit_open");
+        let resolve_within_s = match (c.health.as_str(), next_ms) {
+            ("online" | "unknown", _) | (_, None) => None,
+            (_, Some(next)) => {
+                let st = c.success_threshold.unwrap_or(1).max(1);
+                let last = match (c.interval_ms, &c.cadence) {
+                    // A held probe goes at the first tick after the hold.
+                    (Some(iv), _) if iv > 0 => {
+                        let slack = if reason == "cadence" { 0 } else { iv };
+                        Some(next + slack + (st - 1) * iv)
+                    }
+                    (None, Some(expr)) => {
+                        let first = if reason == "cadence" {
+                            Some(next)
+                        } else {
+                            next_cron(expr, next)
+                        };
+                        first.and_then(|f| (1..st).try_fold(f, |t, _| next_cron(expr, t)))
+                    }
+                    _ => None,
+                };
+                last.map(|t| ((t - now).max(0) + 999) / 1000)
+            }
+        };
         out.push(StatusRow {
             key: c.key,
             id: c.id,
@@ -145,6 +179,8 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
             consecutive_failures: c.consecutive_failures,
             next_probe_at: next_ms.map(crate::model::rfc3339),
             next_probe_reason: reason,
+            next_trial_at: next_trial_ms.map(crate::model::rfc3339),
+            resolve_within_s,
             suppressed: c.suppressed,
             flapping,
             sent_health: c.sent_health,

@@ -128,6 +128,7 @@ const MIGRATIONS: &[&str] = &[
     UPDATE deliveries SET conn = (SELECT e.conn FROM events e WHERE e.seq = deliveries.event);
     CREATE INDEX deliveries_queue ON deliveries (sink, priority, event) WHERE state = 'pending';
     CREATE INDEX deliveries_pair ON deliveries (sink, conn, event) WHERE state = 'pending';
+    CREATE INDEX deliveries_fifo ON deliveries (sink, event) WHERE state = 'pending';
     ALTER TABLE connections ADD COLUMN success_threshold INTEGER;      -- for the recovery latency `status` shows
     ",
 ];
