@@ -177,18 +177,37 @@ impl Setup {
     }
 }
 
-/// Waits for a child, killing it if it takes longer than `limit`.
+/// Waits for a child, killing it if it takes longer than `limit`. Its
+/// output is read while it runs, so a large one cannot fill the pipe and
+/// stall it.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    use std::io::Read;
+    fn drain(r: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("command did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
 }
 
