@@ -17,8 +17,8 @@ use crate::classify::{classify, Rules};
 use crate::config::{Cadence, Config, Connection};
 use crate::event::Envelope;
 use crate::maintenance::Windows;
-use crate::model::{now_ms, rfc3339, Classified, Health, Outcome, UnixMs};
-use crate::monitor::{CircuitEvent, Draws, FlapEvent, MonitorState, Observed, SyncEvent};
+use crate::model::{rfc3339, Clock, UnixMs};
+use crate::monitor::{Draws, MonitorState};
 use crate::ops::metrics::metrics;
 use crate::policy::{self, Held, Planned, Router, Routes};
 use crate::probe::{Prober, Report, Request};
@@ -55,34 +55,6 @@ struct Done {
     slot: usize,
     started_at: UnixMs,
     report: Report,
-}
-
-/// The engine's clock: wall-clock time at start plus tokio's monotonic time
-/// since. Deadlines never jump with the wall clock, and tests that pause
-/// tokio's clock control the engine's time too.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    wall0: UnixMs,
-    inst0: Instant,
-}
-
-impl Clock {
-    pub fn start() -> Clock {
-        Clock {
-            wall0: now_ms(),
-            inst0: Instant::now(),
-        }
-    }
-
-    pub fn now(&self) -> UnixMs {
-        self.wall0 + self.inst0.elapsed().as_millis() as i64
-    }
-
-    /// The tokio instant of a wall-clock time (now if it is past).
-    pub fn instant_of(&self, at: UnixMs) -> Instant {
-        let ahead = (at - self.now()).max(0) as u64;
-        Instant::now() + Duration::from_millis(ahead)
-    }
 }
 
 /// What cron jobs ask of the engine.
@@ -153,10 +125,7 @@ pub struct Engine {
     schedule: Option<Schedule>,
 }
 
-/// The next due time of each interval connection, by id: a stopping
-/// generation leaves it here and the next one starts from it, so a reload
-/// keeps every unchanged connection's phase (no probe missed or doubled).
-pub type Schedule = Arc<std::sync::Mutex<HashMap<String, (Duration, Instant)>>>;
+pub use crate::schedule::Schedule;
 
 /// Cron jobs the engine needs: the expression and what to send when it fires.
 pub type CronJobs = Vec<(String, Command)>;
@@ -260,18 +229,7 @@ impl Engine {
     /// and interval are unchanged (a reload), and leaves its own there when
     /// it stops.
     pub fn keep_schedule(mut self, s: Schedule) -> Self {
-        {
-            let carried = s.lock().unwrap_or_else(|e| e.into_inner());
-            for (slot, w) in self.conns.iter().enumerate() {
-                if let (Cadence::Interval(d), Some((period, due))) =
-                    (&w.cfg.cadence, carried.get(w.cfg.id.as_str()))
-                {
-                    if d == period {
-                        self.queue.add_at(slot, *d, *due);
-                    }
-                }
-            }
-        }
+        self.queue.carry_in(&s, intervals(&self.conns));
         self.schedule = Some(s);
         self
     }
@@ -391,15 +349,7 @@ impl Engine {
             }
         }
         if let Some(s) = &self.schedule {
-            let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
-            s.clear();
-            for (slot, w) in self.conns.iter().enumerate() {
-                if let (Cadence::Interval(d), Some(due)) =
-                    (&w.cfg.cadence, self.queue.next_due(slot))
-                {
-                    s.insert(w.cfg.id.clone(), (*d, due));
-                }
-            }
+            self.queue.carry_out(s, intervals(&self.conns));
         }
         let in_flight = self.conns.iter().filter(|c| c.in_flight).count();
         tracing::info!(
@@ -511,7 +461,7 @@ impl Engine {
             self.stats.transitions += 1;
             metrics().transitions.inc();
         }
-        log_observed(&cfg, &c, &obs, held, self.conns[slot].state.health.health);
+        crate::ops::log::observed(&cfg, &c, &obs, held, self.conns[slot].state.health.health);
         let w = &mut self.conns[slot];
         let probe = policy::Probe {
             at,
@@ -634,65 +584,17 @@ impl Engine {
     }
 }
 
+/// `(slot, id, interval)` of the interval connections.
+fn intervals(conns: &[Watched]) -> impl Iterator<Item = (usize, &str, Duration)> {
+    conns
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, w)| w.cfg.interval().map(|d| (slot, &*w.id, d)))
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The log lines of one probe's changes (the events are the policy's).
-fn log_observed(cfg: &Connection, c: &Classified, obs: &Observed, held: Held, health: Health) {
-    let id = &cfg.id;
-    tracing::debug!(
-        connection_id = %id,
-        outcome = %c.outcome,
-        latency_ms = c.latency.as_millis() as u64,
-        error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
-        "probe"
-    );
-    if let Some(f) = obs.flap {
-        match f {
-            FlapEvent::Started { percent } => {
-                tracing::warn!(connection_id = %id, percent, "flapping started; per-change events held")
-            }
-            FlapEvent::Stopped { percent } => {
-                tracing::info!(connection_id = %id, percent, %health, "flapping stopped")
-            }
-        }
-    }
-    if let Some(t) = obs.transition {
-        let error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-        let held = held.per_change.map(policy::Reason::as_str).unwrap_or("");
-        let (previous, current) = (t.previous, t.current);
-        if current.is_failure() || current == Health::Is(Outcome::AuthRequired) {
-            tracing::warn!(connection_id = %id, %previous, %current, error, held, "health changed");
-        } else {
-            tracing::info!(connection_id = %id, %previous, %current, error, held, "health changed");
-        }
-    }
-    match obs.circuit {
-        Some(CircuitEvent::Opened {
-            consecutive_failures,
-            until,
-            ..
-        }) => {
-            tracing::warn!(connection_id = %id, consecutive_failures, until = %rfc3339(until), "circuit opened")
-        }
-        Some(CircuitEvent::Closed) => tracing::info!(connection_id = %id, "circuit closed"),
-        _ => {}
-    }
-    if let Some(asked) = obs.rate_hold.and_then(|rh| rh.capped_from) {
-        tracing::warn!(
-            connection_id = %id,
-            retry_after_s = asked.as_secs(),
-            capped_s = cfg.retry_after_max.as_secs(),
-            "Retry-After beyond retry_after_max; capped"
-        );
-    }
-    for s in &obs.sync {
-        if let SyncEvent::Stale { age_ms, .. } = s {
-            tracing::warn!(connection_id = %id, age_s = age_ms / 1000, "sync is stale");
-        }
     }
 }

@@ -1,5 +1,5 @@
 //! Domain values shared by every part: outcomes, health, error kinds and
-//! wall-clock stamps. Nothing here does I/O.
+//! wall-clock stamps and the engine's clock. Nothing here does I/O.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -12,6 +12,34 @@ pub type UnixMs = i64;
 /// The one place wall-clock stamps come from.
 pub fn now_ms() -> UnixMs {
     to_unix_ms(SystemTime::now())
+}
+
+/// A clock of wall-clock time at its start plus tokio's monotonic time
+/// since: deadlines never jump with the wall clock, and tests that pause
+/// tokio's clock control it too. The engine keeps its time with one.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall0: UnixMs,
+    inst0: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            wall0: now_ms(),
+            inst0: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> UnixMs {
+        self.wall0 + self.inst0.elapsed().as_millis() as i64
+    }
+
+    /// The tokio instant of a wall-clock time (now if it is past).
+    pub fn instant_of(&self, at: UnixMs) -> tokio::time::Instant {
+        let ahead = (at - self.now()).max(0) as u64;
+        tokio::time::Instant::now() + Duration::from_millis(ahead)
+    }
 }
 
 pub fn to_unix_ms(t: SystemTime) -> UnixMs {

@@ -19,9 +19,15 @@
 //! while the previous probe is still running are skipped, not bunched.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// The next due time of each interval connection, by id: a stopping
+/// generation leaves it here and the next one starts from it, so a reload
+/// keeps every unchanged connection's phase (no probe missed or doubled).
+pub type Schedule = Arc<Mutex<HashMap<String, (Duration, Instant)>>>;
 
 /// A connection's place in the queue.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +162,38 @@ impl TimerQueue {
     pub fn next_due(&self, slot: usize) -> Option<Instant> {
         let e = self.entries.get(slot).copied().flatten()?;
         Some(self.instant_of_tick(self.tick_of(e)))
+    }
+
+    /// Queues each `(slot, id, interval)` whose id and interval were left
+    /// in `carried` by the previous generation at exactly that due time.
+    pub fn carry_in<'a>(
+        &mut self,
+        carried: &Schedule,
+        items: impl Iterator<Item = (usize, &'a str, Duration)>,
+    ) {
+        let carried = carried.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, id, period) in items {
+            if let Some((p, due)) = carried.get(id) {
+                if *p == period {
+                    self.add_at(slot, period, *due);
+                }
+            }
+        }
+    }
+
+    /// Leaves each `(slot, id, interval)`'s next due time in `carried`.
+    pub fn carry_out<'a>(
+        &self,
+        carried: &Schedule,
+        items: impl Iterator<Item = (usize, &'a str, Duration)>,
+    ) {
+        let mut carried = carried.lock().unwrap_or_else(|e| e.into_inner());
+        carried.clear();
+        for (slot, id, period) in items {
+            if let Some(due) = self.next_due(slot) {
+                carried.insert(id.to_string(), (period, due));
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

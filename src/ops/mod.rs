@@ -1,5 +1,6 @@
 //! Running it for real: the systemd notify protocol, metrics and the audit log.
 
 pub mod audit;
+pub mod log;
 pub mod metrics;
 pub mod notify;
