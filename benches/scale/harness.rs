@@ -371,15 +371,24 @@ pub fn run(o: &Opts) -> Report {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut buf = [0u8; 4096];
+    // Read the notify socket all along, as systemd does: its queue is 10
+    // datagrams, and the daemon drops what does not fit.
+    let (ntx, notes) = std::sync::mpsc::channel::<String>();
+    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let still = Arc::clone(&reading);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while still.load(Ordering::Relaxed) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let _ = ntx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    });
     let mut ready_ms = f64::NAN;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
+        if let Ok(m) = notes.recv_timeout(Duration::from_millis(100)) {
+            if m.lines().any(|l| l == "READY=1") {
                 ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
                 break;
             }
@@ -401,8 +410,7 @@ pub fn run(o: &Opts) -> Report {
         let until = hup + Duration::from_secs(30);
         let mut reloading = false;
         while Instant::now() < until {
-            if let Ok(n) = sock.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).to_string();
+            if let Ok(m) = notes.recv_timeout(Duration::from_millis(100)) {
                 reloading |= m.contains("RELOADING=1");
                 if reloading && m.lines().any(|l| l == "READY=1") {
                     reload_ms = Some(hup.elapsed().as_secs_f64() * 1000.0);
@@ -423,6 +431,7 @@ pub fn run(o: &Opts) -> Report {
     let vm_hwm_kib = proc_field(pid, "status", "VmHWM:");
     kill(&mut child, "-TERM");
     let _ = child.wait();
+    reading.store(false, Ordering::Relaxed);
 
     // Arrivals inside the window.
     let window_s = (t1 - t0) as f64 / 1e6;

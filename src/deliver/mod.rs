@@ -197,19 +197,30 @@ impl Dispatcher {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         housekeeping.tick().await;
+        // Whether the queues are read again before waiting: not after a
+        // housekeeping tick, which changes nothing in them.
+        let mut look = true;
+        let mut until = tokio::time::Instant::now();
         loop {
-            let next = self.dispatch_due().await;
-            let wait = next
-                .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64))
-                .unwrap_or(IDLE_POLL)
-                .min(IDLE_POLL);
+            if look {
+                let next = self.dispatch_due().await;
+                let wait = next
+                    .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64))
+                    .unwrap_or(IDLE_POLL)
+                    .min(IDLE_POLL);
+                until = tokio::time::Instant::now() + wait;
+            }
+            look = true;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
                 Some(done) = self.done_rx.recv() => self.record(done).await,
                 _ = self.wake.notified() => {}
-                _ = housekeeping.tick() => self.housekeeping(),
-                _ = tokio::time::sleep(wait) => {}
+                _ = housekeeping.tick() => {
+                    self.housekeeping();
+                    look = false;
+                }
+                _ = tokio::time::sleep_until(until) => {}
             }
         }
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
@@ -256,6 +267,11 @@ impl Dispatcher {
             asks.push((i, lane.sink.id.clone(), order, limit));
         }
         let count = self.last_count.is_none_or(|t| t.elapsed() >= COUNT_EVERY);
+        if asks.is_empty() && !count {
+            // Every lane is full or paced: nothing could start, and a
+            // finished request wakes the loop. The outbox is not read.
+            return next;
+        }
         let db = Arc::clone(&self.db);
         let wanted: Vec<(String, Order, usize)> = asks
             .iter()

@@ -78,10 +78,16 @@ impl Notifier {
     }
 
     fn send(&self, states: &[sd_notify::NotifyState<'_>]) {
-        if self.enabled {
-            if let Err(e) = sd_notify::notify(false, states) {
-                tracing::warn!(error = %e, "cannot notify systemd");
-            }
+        if !self.enabled {
+            return;
+        }
+        let mut msg = String::new();
+        for s in states {
+            msg.push_str(&s.to_string());
+            msg.push('\n');
+        }
+        if let Err(e) = send_now(&msg) {
+            tracing::warn!(error = %e, "cannot notify systemd");
         }
     }
 
@@ -158,6 +164,20 @@ impl Notifier {
             self.last_ping = Some(Instant::now());
         }
     }
+}
+
+/// Sends one message to `NOTIFY_SOCKET` as `sd_notify::notify` does, but
+/// never waits: the engine sends from its own loop, and a reader that has
+/// stopped reading (a full queue: 10 datagrams by default) must cost a
+/// lost message, not a stalled engine.
+fn send_now(msg: &str) -> std::io::Result<()> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    sock.connect(path)?;
+    sock.send(msg.as_bytes()).map(|_| ())
 }
 
 #[cfg(test)]
