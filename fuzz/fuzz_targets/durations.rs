@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = env::expand(text, &|name| (name == "X").then(|| "x".to_string()));
     if check_cron(text).is_ok() {
         // What passes the check is what the scheduler runs.
-        let _ = connwatch::engine::active_window_end(
+        let _ = connwatch::maintenance::active_window_end(
             text,
             Duration::from_secs(3600),
             1_764_000_000_000,
