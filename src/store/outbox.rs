@@ -296,21 +296,27 @@ pub fn due_heads(
     rows.collect()
 }
 
-const DUE_BY_PRIORITY: &str =
-    "SELECT d.event, d.attempts, e.at, e.id, e.type, c.id, e.envelope, d.action
-     FROM deliveries d JOIN events e ON e.seq = d.event LEFT JOIN connections c ON c.key = d.conn
-     WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_at <= ?2
-       AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.sink = ?1 AND p.state = 'pending'
-                       AND p.conn IS d.conn AND p.event < d.event)
-     ORDER BY d.priority, d.event LIMIT ?3";
+/// The query behind [`due_heads`]: the sink's pending deliveries walked in
+/// `$order` along `$index`, each checked against `deliveries_pair`.
+macro_rules! due_query {
+    ($index:literal, $order:literal) => {
+        concat!(
+            "SELECT d.event, d.attempts, e.at, e.id, e.type, c.id, e.envelope, d.action
+             FROM deliveries d INDEXED BY ",
+            $index,
+            " JOIN events e ON e.seq = d.event LEFT JOIN connections c ON c.key = d.conn
+             WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_at <= ?2
+               AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.sink = ?1 AND p.state = 'pending'
+                               AND p.conn IS d.conn AND p.event < d.event)
+             ORDER BY ",
+            $order,
+            " LIMIT ?3"
+        )
+    };
+}
 
-const DUE_BY_TIME: &str =
-    "SELECT d.event, d.attempts, e.at, e.id, e.type, c.id, e.envelope, d.action
-     FROM deliveries d JOIN events e ON e.seq = d.event LEFT JOIN connections c ON c.key = d.conn
-     WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_at <= ?2
-       AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.sink = ?1 AND p.state = 'pending'
-                       AND p.conn IS d.conn AND p.event < d.event)
-     ORDER BY d.event LIMIT ?3";
+const DUE_BY_PRIORITY: &str = due_query!("deliveries_queue", "d.priority, d.event");
+const DUE_BY_TIME: &str = due_query!("deliveries_fifo", "d.event");
 
 /// An event row as it goes out, from columns id, type, connection id,
 /// envelope starting at `i`.
@@ -513,6 +519,24 @@ mod tests {
             .query_row("SELECT count(*) FROM delivery_attempts", [], |r| r.get(0))
             .unwrap();
         assert_eq!(attempts, 2);
+        // Each read walks its index in order: no scan, no sort.
+        for sql in [DUE_BY_PRIORITY, DUE_BY_TIME] {
+            let plan: Vec<String> = db
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params!["s", 10, 10], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains("USING INDEX deliveries_queue (sink=?)")
+                    || plan.contains("USING INDEX deliveries_fifo (sink=?)"),
+                "{plan}"
+            );
+            assert!(plan.contains("INDEX deliveries_pair"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
         // A sink that is gone from the configuration: its deliveries die.
         assert_eq!(bury_unconfigured(db, &["other"], 20).unwrap(), 4);
         assert_eq!(pending_count(db).unwrap(), 0);
