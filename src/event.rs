@@ -125,12 +125,13 @@ impl EventFilter {
         }
     }
 
-    /// Parses a list; `Err(entry)` names the first entry that is neither
-    /// `*`, a known type, nor a known `family.*`.
+    /// Parses a list (an empty one is the same as none: the default set);
+    /// `Err(entry)` names the first entry that is neither `*`, a known
+    /// type, nor a known `family.*`.
     pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<EventFilter, String> {
         let mut f = EventFilter {
             named: Vec::new(),
-            default: false,
+            default: list.is_empty(),
         };
         for e in list {
             let e = e.as_ref();
@@ -309,6 +310,7 @@ mod tests {
             Err("connection.status_change".into())
         );
         assert_eq!(EventFilter::parse(&["bogus.*"]), Err("bogus.*".into()));
+        assert_eq!(EventFilter::parse::<&str>(&[]), Ok(EventFilter::all()));
         assert_eq!(
             EventFilter::nearest("connection.status_change"),
             "connection.status_changed"

@@ -76,6 +76,18 @@ fn state(sent: Health, paged: Option<Severity>, current: Health) -> MonitorState
     st
 }
 
+/// A probe at 1 s that changed `observed`, held back by `held`.
+fn probe(observed: &Observed, held: Held) -> Probe<'_> {
+    Probe {
+        at: 1_000,
+        observed,
+        error: None,
+        latency_ms: 5,
+        held,
+        auth_interval: Duration::from_secs(300),
+    }
+}
+
 struct Row {
     what: &'static str,
     sent: Health,
@@ -391,15 +403,7 @@ fn the_table() {
             flap: row.flap,
             ..Observed::default()
         };
-        let p = Probe {
-            at: 1_000,
-            observed: &observed,
-            error: None,
-            latency_ms: 5,
-            held: row.held,
-            auth_interval: Duration::from_secs(300),
-        };
-        let got = show(&after_probe(&mut st, &p, &r));
+        let got = show(&after_probe(&mut st, &probe(&observed, row.held), &r));
         assert_eq!(got, row.expect, "{}", row.what);
         assert_eq!(st.sent, row.sent_after, "{}: sent", row.what);
         assert_eq!(st.paged, row.paged_after, "{}: paged", row.what);
@@ -478,16 +482,8 @@ fn events_a_connection_does_not_emit_do_not_exist() {
         circuit: Some(OPENED),
         ..Observed::default()
     };
-    let p = Probe {
-        at: 1,
-        observed: &observed,
-        error: None,
-        latency_ms: 1,
-        held: NONE,
-        auth_interval: Duration::from_secs(1),
-    };
     assert_eq!(
-        show(&after_probe(&mut st, &p, &r)),
+        show(&after_probe(&mut st, &probe(&observed, NONE), &r)),
         ["circuit.opened: hook/info"]
     );
     assert_eq!(st.sent, OFF, "told (to nobody), so not told again");
