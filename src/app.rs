@@ -502,8 +502,7 @@ async fn storage_alarm(
     sinks: Vec<crate::config::Sink>,
     audit: Option<Audit>,
 ) {
-    use crate::event::{EventKind, Outgoing};
-    use crate::sinks::{Cx, Item};
+    use crate::event::EventKind;
     // A streak that began before this generation was already reported.
     trouble.borrow_and_update();
     let sinks: Vec<_> = sinks
@@ -528,20 +527,11 @@ async fn storage_alarm(
             None,
             serde_json::json!({"component": "database", "message": message}),
         );
-        let item = [Item {
-            out: Outgoing::unstored(&env),
-            action: None,
-        }];
         let Ok(client) = crate::sinks::http::client() else {
             continue;
         };
         for s in &sinks {
-            let cx = Cx {
-                client: &client,
-                now,
-                timeout: s.timeout,
-            };
-            let r = s.imp.send(&item, cx).await;
+            let r = crate::sinks::send_unstored(s, &env, &client).await;
             let sent = matches!(r.verdict, crate::deliver::retry::Verdict::Done);
             tracing::warn!(
                 sink = %s.id,

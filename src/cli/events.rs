@@ -2,8 +2,8 @@
 
 use crate::config::Sink;
 use crate::deliver::retry::Verdict;
-use crate::event::{Envelope, EventKind, Outgoing};
-use crate::sinks::{AttemptResult, Cx, Item};
+use crate::event::{Envelope, EventKind};
+use crate::sinks::AttemptResult;
 use crate::store::outbox::EventRow;
 
 pub fn render(rows: &[EventRow]) -> String {
@@ -65,17 +65,8 @@ pub async fn test_sink(sink: &Sink) -> AttemptResult {
         serde_json::json!({"previous": "online", "current": "offline", "severity": "critical", "test": true,
             "error": {"kind": "http_status", "message": "synthetic test event", "http_status": 503}}),
     );
-    let item = [Item {
-        out: Outgoing::unstored(&env),
-        action: None,
-    }];
     let client = crate::sinks::http::client().unwrap_or_default();
-    let cx = Cx {
-        client: &client,
-        now,
-        timeout: sink.timeout,
-    };
-    sink.imp.send(&item, cx).await
+    crate::sinks::send_unstored(sink, &env, &client).await
 }
 
 pub fn render_test(id: &str, r: &AttemptResult) -> String {

@@ -85,6 +85,25 @@ pub struct Cx<'a> {
     pub timeout: Duration,
 }
 
+/// Sends an event that was never stored (a test event, a `system.error`
+/// about the database itself) to `sink`, once.
+pub async fn send_unstored(
+    sink: &crate::config::Sink,
+    env: &crate::event::Envelope,
+    client: &reqwest::Client,
+) -> AttemptResult {
+    let item = [Item {
+        out: Outgoing::unstored(env),
+        action: None,
+    }];
+    let cx = Cx {
+        client,
+        now: crate::model::now_ms(),
+        timeout: sink.timeout,
+    };
+    sink.imp.send(&item, cx).await
+}
+
 /// What a kind does.
 pub trait Sink: Send + Sync + std::fmt::Debug + std::any::Any {
     /// How the alert policy treats it.
