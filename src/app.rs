@@ -191,8 +191,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let db_path = config.daemon.database.clone();
-    // Create and migrate the database before anything else touches it.
-    drop(Store::open(&db_path)?);
+    // Create and migrate the database before anything else touches it, and
+    // record which process writes it (`status` reads the writer's
+    // heartbeat from there).
+    {
+        let store = Store::open(&db_path)?;
+        crate::store::daemon_row::started(
+            &store.db,
+            std::process::id(),
+            env!("CARGO_PKG_VERSION"),
+            crate::model::now_ms(),
+        )
+        .map_err(|e| crate::store::sq(&db_path, e))?;
+    }
     let wake = Arc::new(Notify::new());
     let liveness = Liveness::default();
     let (writer, writer_join) = Writer::start_notifying(

@@ -1,5 +1,7 @@
 //! The `connwatch` command: a thin shell over the library. Exit codes:
-//! 0 ok, 1 runtime failure, 2 usage or configuration error.
+//! 0 ok, 1 runtime failure, 2 usage or configuration error, 3 the command
+//! ran and found trouble (`status`: no daemon keeps the database current;
+//! `probe`: the connection is not healthy).
 
 use clap::{Parser, Subcommand};
 use connwatch::config::{
@@ -14,7 +16,8 @@ use std::process::ExitCode;
 #[command(
     name = "connwatch",
     version,
-    about = "Connection-health monitor for integration platforms"
+    about = "Connection-health monitor for integration platforms",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// Configuration file.
@@ -24,6 +27,15 @@ struct Cli {
     command: Command,
 }
 
+/// Shown by `--help`.
+const EXIT_CODES: &str = "Exit codes:
+  0  ok
+  1  runtime failure (the database cannot be opened, a sink refused the test, ...)
+  2  usage or configuration error
+  3  the command ran and found trouble: `status`, no daemon keeps the
+     database current (not running, or not writing); `probe`, the
+     connection is not healthy (anything but online or degraded)";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
@@ -32,6 +44,7 @@ enum Command {
     Check,
     /// Every connection: health, circuit, since, last probe.
     Status {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -44,6 +57,7 @@ enum Command {
         /// At most this many lines (newest kept).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -55,6 +69,7 @@ enum Command {
         /// Probe this URL with default settings instead.
         #[arg(long)]
         url: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -83,6 +98,7 @@ enum Command {
         connection: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -126,6 +142,8 @@ enum Failure {
     Usage(String),
     Config(ConfigErrors),
     Runtime(anyhow::Error),
+    /// The command did its work and found trouble (exit 3).
+    Trouble(String),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -158,6 +176,10 @@ fn main() -> ExitCode {
         Err(Failure::Runtime(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
+        }
+        Err(Failure::Trouble(m)) => {
+            eprintln!("{m}");
+            ExitCode::from(3)
         }
     }
 }
@@ -212,19 +234,25 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
         Command::Status { json } => {
             let daemon = load_daemon(&cli.config)?;
             let store = Store::open_read_only(&daemon.database)?;
-            let rows = query::status(&store, connwatch::model::now_ms())?;
+            let now = connwatch::model::now_ms();
+            let running = query::daemon_running(&store, now)?;
+            let mut rows = query::status(&store, now)?;
+            if !running.current() {
+                rows.iter_mut().for_each(query::StatusRow::mark_stale);
+            }
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&rows).map_err(|e| Failure::Runtime(e.into()))?
                 );
             } else {
-                print!(
-                    "{}",
-                    connwatch::cli::status::render(&rows, connwatch::model::now_ms())
-                );
+                print!("{}", connwatch::cli::status::render(&rows, &running, now));
             }
-            Ok(())
+            if running.current() {
+                Ok(())
+            } else {
+                Err(Failure::Trouble(running.describe(now)))
+            }
         }
         Command::History {
             id,
@@ -234,12 +262,12 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
         } => {
             let since = connwatch::config::parse_duration(&since)
                 .map_err(|e| Failure::Usage(format!("--since: {e}")))?;
-            let config = load(&cli.config)?;
-            let store = Store::open_read_only(&config.daemon.database)?;
+            let daemon = load_daemon(&cli.config)?;
+            let store = Store::open_read_only(&daemon.database)?;
             let key = store.key_of(&id)?.ok_or_else(|| {
                 Failure::Usage(format!(
                     "no connection {id:?} in {}",
-                    config.daemon.database.display()
+                    daemon.database.display()
                 ))
             })?;
             let from = connwatch::model::now_ms() - since.as_millis() as i64;
@@ -323,8 +351,8 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
         } => {
             let daemon = load_daemon(&cli.config)?;
             if let Some(s) = &sink {
-                let config = load(&cli.config)?;
-                if !config.sinks.iter().any(|k| &k.id == s) {
+                let ids = Config::sink_ids(&cli.config).map_err(Failure::Config)?;
+                if !ids.contains(s) {
                     return Err(Failure::Usage(format!(
                         "no sink {s:?} in {}",
                         cli.config.display()

@@ -44,7 +44,7 @@ fn read_only_commands_need_no_secret_variables() {
     let out = s.cmd(&["status"]);
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(3),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

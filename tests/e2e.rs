@@ -137,8 +137,11 @@ fn daemon_confirms_each_scenario_and_exits_cleanly() {
     assert!(by_id["stable"]["since"].is_string());
 
     // The human table is aligned and names every connection.
-    let table = String::from_utf8(setup.cmd(&["status"]).stdout).unwrap();
-    let lines: Vec<&str> = table.lines().collect();
+    let out = setup.cmd(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "the daemon runs");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().skip(1).collect();
+    assert!(table.starts_with("daemon: running (pid "), "{table}");
     assert!(
         lines[0].starts_with("ID") && lines[0].contains("HEALTH"),
         "{table}"

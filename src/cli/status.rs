@@ -2,7 +2,16 @@
 
 use crate::store::query::StatusRow;
 
-pub fn render(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
+/// The daemon line, then the table.
+pub fn render(
+    rows: &[StatusRow],
+    running: &crate::store::daemon_row::Running,
+    now: crate::model::UnixMs,
+) -> String {
+    format!("{}\n{}", running.describe(now), table(rows, now))
+}
+
+fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -13,6 +22,7 @@ pub fn render(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
                 .unwrap_or_default();
             let next = match (r.next_probe_ms, r.next_probe_reason.as_str()) {
                 (_, "paused_by_parent") => "paused: parent failing".to_string(),
+                (_, "daemon_not_running") => "- (not running)".to_string(),
                 (Some(t), "cadence") => super::until(t, now),
                 (Some(t), why) => format!("{} ({why})", super::until(t, now)),
                 (None, why) => why.to_string(),

@@ -397,15 +397,30 @@ impl Config {
         validate::validate(raw, path, &spans, &loc, env)
     }
 
-    /// Loads only `[daemon]` (database, retention…): for the read-only
-    /// commands, which must work from a shell that lacks the daemon's secret
-    /// variables. Syntax and unknown keys are still checked everywhere, and
-    /// types everywhere but in `[[sink]]` tables (whose kinds check them).
+    /// Loads only `[daemon]` (database, retention…) and no secret (the
+    /// admin token is left unset): for the read-only commands, which must
+    /// work from a shell that lacks the daemon's secret variables. Syntax
+    /// and unknown keys are still checked everywhere, and types everywhere
+    /// but in `[[sink]]` tables (whose kinds check them).
     pub fn load_daemon(path: &Path) -> Result<Daemon, ConfigErrors> {
         let text = read(path)?;
         let loc = error::Locator::new(path, &text);
         let (raw, spans) = parse_raw(&text, &loc)?;
         validate::validate_daemon(raw, path, &spans, &loc, &|name| std::env::var(name).ok())
+    }
+
+    /// The ids of the `[[sink]]` tables as written, without reading any of
+    /// their keys (so without their secrets): for commands that only name
+    /// a sink.
+    pub fn sink_ids(path: &Path) -> Result<Vec<String>, ConfigErrors> {
+        let text = read(path)?;
+        let loc = error::Locator::new(path, &text);
+        let (raw, _) = parse_raw(&text, &loc)?;
+        Ok(raw
+            .sink
+            .iter()
+            .filter_map(|t| t.get("id")?.as_str().map(str::to_string))
+            .collect())
     }
 
     pub fn connection(&self, id: &str) -> Option<&Connection> {

@@ -418,7 +418,7 @@ pub(super) fn validate(
         pem_ok: HashSet::new(),
     };
 
-    let daemon = daemon(&mut cx, raw.daemon.unwrap_or_default());
+    let daemon = daemon(&mut cx, raw.daemon.unwrap_or_default(), true);
     let sinks = sinks(&mut cx, &raw.sink);
     let sink_ids: Vec<String> = sinks.iter().map(|s| s.id.clone()).collect();
     let defaults = raw.defaults.unwrap_or_default();
@@ -594,7 +594,7 @@ pub(super) fn validate_daemon(
         expects: Vec::new(),
         pem_ok: HashSet::new(),
     };
-    let d = daemon(&mut cx, raw.daemon.unwrap_or_default());
+    let d = daemon(&mut cx, raw.daemon.unwrap_or_default(), false);
     if cx.errors.is_empty() {
         Ok(d)
     } else {
@@ -626,7 +626,9 @@ fn leaf_of(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
 
-fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon) -> Daemon {
+/// `[daemon]`; with `secrets` false the admin token is not read (the
+/// read-only commands run from shells without the daemon's secrets).
+fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon, secrets: bool) -> Daemon {
     let database = d
         .database
         .as_ref()
@@ -640,33 +642,36 @@ fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon) -> Daemon {
         .listen
         .as_ref()
         .and_then(|s| cx.socket_addr(s, "daemon.listen"));
-    let admin_token = cx
-        .secret_source(
+    let admin_token = if secrets {
+        cx.secret_source(
             d.admin_token.as_deref(),
             d.admin_token_file.as_deref(),
             "daemon.admin_token",
         )
         .ok()
         .flatten()
-        .and_then(|t| {
-            if t.chars().count() < 16 {
-                cx.err(
-                    "daemon.admin_token",
-                    "too short: use at least 16 characters (e.g. `openssl rand -hex 32`)",
-                );
-                None
-            } else if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                // A client cannot send it back intact in a header.
-                cx.err(
-                    "daemon.admin_token",
-                    "must not contain spaces or control characters (e.g. `openssl rand -hex 32`)",
-                );
-                None
-            } else {
-                Some(Secret::new(t))
-            }
-        });
-    if let Some(l) = listen {
+    } else {
+        None
+    };
+    let admin_token = admin_token.and_then(|t| {
+        if t.chars().count() < 16 {
+            cx.err(
+                "daemon.admin_token",
+                "too short: use at least 16 characters (e.g. `openssl rand -hex 32`)",
+            );
+            None
+        } else if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            // A client cannot send it back intact in a header.
+            cx.err(
+                "daemon.admin_token",
+                "must not contain spaces or control characters (e.g. `openssl rand -hex 32`)",
+            );
+            None
+        } else {
+            Some(Secret::new(t))
+        }
+    });
+    if let (Some(l), true) = (listen, secrets) {
         if !l.ip().is_loopback() && admin_token.is_none() {
             cx.err(
                 "daemon.listen",

@@ -11,6 +11,7 @@
 //!   `deliveries` are the outbox, written in the same transaction;
 //! - `rollups` keeps hourly count/failures/latency per connection for a year.
 
+pub mod daemon_row;
 pub mod outbox;
 pub mod query;
 pub mod retention;

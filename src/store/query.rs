@@ -39,6 +39,10 @@ pub struct StatusRow {
     /// Why events are held back now, if they are: `maintenance`, `parent`,
     /// `flapping`.
     pub suppressed: Option<String>,
+    /// The daemon is not keeping this row current (not running, or not
+    /// writing): what it shows is as of its last write, and nothing is
+    /// due.
+    pub stale: bool,
     pub flapping: bool,
     /// The health receivers were last sent.
     pub sent_health: Option<String>,
@@ -50,6 +54,29 @@ pub struct StatusRow {
     pub last_probe_ms: Option<UnixMs>,
     #[serde(skip)]
     pub next_probe_ms: Option<UnixMs>,
+}
+
+impl StatusRow {
+    /// Marks the row as not kept current: nothing is due while no daemon
+    /// runs.
+    pub fn mark_stale(&mut self) {
+        self.stale = true;
+        self.next_probe_at = None;
+        self.next_probe_ms = None;
+        self.next_probe_reason = "daemon_not_running".into();
+        self.next_trial_at = None;
+        self.resolve_within_s = None;
+    }
+}
+
+/// Whether a daemon keeps the database current, at `now`.
+pub fn daemon_running(store: &Store, now: UnixMs) -> Result<super::daemon_row::Running> {
+    let row = super::daemon_row::read(&store.db).map_err(|e| sq(&store.path, e))?;
+    Ok(super::daemon_row::Running::judge(
+        row.as_ref(),
+        now,
+        super::daemon_row::is_connwatch,
+    ))
 }
 
 /// The connection columns `status` reads.
@@ -182,6 +209,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
             next_trial_at: next_trial_ms.map(crate::model::rfc3339),
             resolve_within_s,
             suppressed: c.suppressed,
+            stale: false,
             flapping,
             sent_health: c.sent_health,
             cadence: c.cadence,

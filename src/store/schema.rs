@@ -131,6 +131,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_fifo ON deliveries (sink, event) WHERE state = 'pending';
     ALTER TABLE connections ADD COLUMN success_threshold INTEGER;      -- for the recovery latency `status` shows
     ",
+    // 6: which daemon writes this database, and when it last did.
+    "
+    CREATE TABLE daemon (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        pid INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        started_at INTEGER NOT NULL,   -- unix ms
+        beat_at INTEGER NOT NULL,      -- the writer's last heartbeat
+        stopped_at INTEGER             -- set on a clean stop
+    );
+    ",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

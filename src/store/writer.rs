@@ -194,6 +194,9 @@ pub const TROUBLE_AFTER: u32 = 3;
 /// fails only after [`super::BUSY_TIMEOUT`] of waiting).
 pub const TROUBLE_FOR: Duration = Duration::from_secs(5);
 
+/// How often the writer records the daemon's heartbeat in the database.
+pub const BEAT_EVERY: Duration = Duration::from_secs(5);
+
 /// How often the writer checks that the database file is still the one it
 /// opened.
 pub const FILE_CHECK: Duration = Duration::from_secs(1);
@@ -349,6 +352,10 @@ struct Backlog {
     records: Vec<Record>,
     rollups: Vec<RollupRow>,
     states: Vec<(i64, StateRow)>,
+    /// The daemon's heartbeat (unix ms), due to be written.
+    beat: Option<UnixMs>,
+    /// The daemon stops cleanly (unix ms).
+    stopped: Option<UnixMs>,
 }
 
 impl Backlog {
@@ -358,6 +365,8 @@ impl Backlog {
             && self.records.is_empty()
             && self.rollups.is_empty()
             && self.states.is_empty()
+            && self.beat.is_none()
+            && self.stopped.is_none()
     }
 }
 
@@ -415,6 +424,8 @@ async fn run(
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut prunes: Vec<(Duration, PruneReply)> = Vec::new();
     let mut open = true;
+    let mut next_beat = start;
+    let mut stop_marked = false;
     let mut last_hour = crate::model::now_ms().div_euclid(HOUR_MS) * HOUR_MS;
     let mut busy = false;
     while open || !st.backlog.is_empty() {
@@ -471,6 +482,16 @@ async fn run(
         }
         busy = batch > 0;
         let now = tokio::time::Instant::now();
+        // The heartbeat `connwatch status` reads to tell a running daemon
+        // from a stopped one, and the mark of a clean stop.
+        if now >= next_beat {
+            st.backlog.beat = Some(crate::model::now_ms());
+            next_beat = now + BEAT_EVERY;
+        }
+        if !open && !stop_marked {
+            st.backlog.stopped = Some(crate::model::now_ms());
+            stop_marked = true;
+        }
         let forced = !open || !waiters.is_empty() || !prunes.is_empty();
         if forced || now >= next_flush {
             st.mark_open_runs_due();
@@ -826,6 +847,12 @@ impl State {
                     .map_err(e)?;
                 rows += 1;
             }
+        }
+        if let Some(t) = self.backlog.beat {
+            super::daemon_row::beat(&tx, t).map_err(e)?;
+        }
+        if let Some(t) = self.backlog.stopped {
+            super::daemon_row::stopped(&tx, t).map_err(e)?;
         }
         tx.commit().map_err(e)?;
         for (conn, rowid) in written_runs {
