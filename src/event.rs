@@ -153,13 +153,18 @@ impl EventFilter {
         Ok(f)
     }
 
-    /// The known type nearest to a mistyped entry (for error messages).
-    pub fn nearest(entry: &str) -> &'static str {
-        EventKind::ALL
-            .iter()
-            .min_by_key(|k| strsim::levenshtein(k.as_str(), entry))
-            .map(|k| k.as_str())
-            .unwrap_or("*")
+    /// The known type or family nearest to a mistyped entry, if one is
+    /// near enough to be a likely typo (for error messages).
+    pub fn nearest(entry: &str) -> Option<&'static str> {
+        const FAMILIES: [&str; 4] = ["connection.*", "circuit.*", "sync.*", "system.*"];
+        crate::config::schema::suggest(
+            entry,
+            EventKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .chain(FAMILIES)
+                .chain(["*"]),
+        )
     }
 
     /// Whether `kind` is named explicitly (not only through `"*"`).
@@ -313,8 +318,10 @@ mod tests {
         assert_eq!(EventFilter::parse::<&str>(&[]), Ok(EventFilter::all()));
         assert_eq!(
             EventFilter::nearest("connection.status_change"),
-            "connection.status_changed"
+            Some("connection.status_changed")
         );
+        assert_eq!(EventFilter::nearest("sync.stall"), Some("sync.stale"));
+        assert_eq!(EventFilter::nearest("pagerduty"), None);
     }
 
     #[test]

@@ -8,11 +8,11 @@ use common::*;
 fn bad_configs_exit_2_naming_the_line() {
     let cases: &[(&str, &str, &str)] = &[
         ("unknown key", "[[connection]]\nid = \"a\"\nurl = \"http://h/\"\ntimout = \"1s\"\n", ":4:1: unknown key `timout`"),
-        ("bad duration", "[[connection]]\nid = \"a\"\nurl = \"http://h/\"\ninterval = \"soon\"\n", ":4:12: connection[0].interval: invalid duration"),
-        ("duplicate id", "[[connection]]\nid = \"a\"\nurl = \"http://h/\"\n[[connection]]\nid = \"a\"\nurl = \"http://h/\"\n", ":5:6: connection[1].id: duplicate connection id"),
-        ("bad url", "[[connection]]\nid = \"a\"\nurl = \"http//h\"\n", ":3:7: connection[0].url: invalid URL"),
-        ("missing env var", "[[connection]]\nid = \"a\"\nurl = \"http://h/${CW_UNSET_VAR_X}\"\n", ":3:7: connection[0].url: environment variable CW_UNSET_VAR_X is not set"),
-        ("bad cron", "[[connection]]\nid = \"a\"\nurl = \"http://h/\"\nschedule = \"* * * * *\"\n", ":4:12: connection[0].schedule: cron expression"),
+        ("bad duration", "[[connection]]\nid = \"a\"\nurl = \"http://h/\"\ninterval = \"soon\"\n", ":4:12: connection \"a\".interval: invalid duration"),
+        ("duplicate id", "[[connection]]\nid = \"a\"\nurl = \"http://h/\"\n[[connection]]\nid = \"a\"\nurl = \"http://h/\"\n", ":5:6: connection \"a\".id: duplicate connection id"),
+        ("bad url", "[[connection]]\nid = \"a\"\nurl = \"http//h\"\n", ":3:7: connection \"a\".url: invalid URL"),
+        ("missing env var", "[[connection]]\nid = \"a\"\nurl = \"http://h/${CW_UNSET_VAR_X}\"\n", ":3:7: connection \"a\".url: environment variable CW_UNSET_VAR_X is not set"),
+        ("bad cron", "[[connection]]\nid = \"a\"\nurl = \"http://h/\"\nschedule = \"* * * * *\"\n", ":4:12: connection \"a\".schedule: cron expression"),
         ("toml syntax", "[[connection]\nid = \"a\"\n", ":1:"),
     ];
     for (name, text, want) in cases {

@@ -473,7 +473,7 @@ fn parse_raw(
         let key = e.span().and_then(|s| spans.path_at(&s));
         let m = type_message(e.message());
         let m = match key {
-            Some(k) => format!("{k}: {m}"),
+            Some(k) => format!("{}: {m}", spans.display(k)),
             None => m,
         };
         ConfigErrors(vec![loc.error(e.span(), m)])

@@ -168,9 +168,25 @@ pub const TOP: &[Field] = &[
 pub struct Spans {
     values: HashMap<String, Range<usize>>,
     keys: HashMap<String, Range<usize>>,
+    /// The id of each `connection[N]` and `sink[N]` that has a valid one,
+    /// so errors name an entry by its id.
+    ids: HashMap<String, String>,
 }
 
 impl Spans {
+    /// A key path as an operator reads it: `connection[3].interval` is
+    /// `connection "oracle-erp".interval` when that entry has an id.
+    pub fn display(&self, path: &str) -> String {
+        let entry_end = path.find(']').map(|i| i + 1);
+        if let Some(end) = entry_end {
+            let (entry, rest) = path.split_at(end);
+            if let (Some(id), Some((section, _))) = (self.ids.get(entry), entry.split_once('[')) {
+                return format!("{section} {id:?}{rest}");
+            }
+        }
+        path.to_string()
+    }
+
     /// The key path whose value is the narrowest one holding `span` (to
     /// name the key in an error that only has a position).
     pub fn path_at(&self, span: &Range<usize>) -> Option<&str> {
@@ -294,6 +310,15 @@ fn walk_entries(
         if let Some(s) = value_span {
             spans.values.insert(path.clone(), s);
         }
+        if e.key == "id" && (prefix.starts_with("connection[") || prefix.starts_with("sink[")) {
+            let id = match &e.node {
+                Node::Item(i) => i.as_str(),
+                Node::Value(v) => v.as_str(),
+            };
+            if let Some(id) = id.filter(|id| crate::config::valid_id(id)) {
+                spans.ids.insert(prefix.to_string(), id.to_string());
+            }
+        }
         let Some(field) = fields.find(e.key) else {
             let place = if prefix.is_empty() {
                 "at the top level".to_string()
@@ -401,11 +426,17 @@ fn section_name(path: &str) -> String {
     out
 }
 
-/// The nearest known key, if it is near enough to be a likely typo.
-pub fn suggest(unknown: &str, names: impl Iterator<Item = &'static str>) -> Option<&'static str> {
+/// The nearest known name (a key, an id, an event type), if it is near
+/// enough to be a likely typo.
+pub fn suggest<'a>(unknown: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let lower = unknown.to_ascii_lowercase();
     names
-        .map(|n| (strsim::damerau_levenshtein(&lower, n), n))
+        .map(|n| {
+            (
+                strsim::damerau_levenshtein(&lower, &n.to_ascii_lowercase()),
+                n,
+            )
+        })
         .filter(|(d, name)| *d <= 2.max(name.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n)

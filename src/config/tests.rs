@@ -123,15 +123,15 @@ fn bad_configs_name_line_and_problem() {
         ("unknown nested key", &format!("{MIN}breaker = {{ failure_treshold = 3 }}\n"), 4, &["`failure_treshold`", "connection.breaker", "`failure_threshold`"]),
         ("unknown key, no suggestion", &format!("{MIN}zzzzzz = 1\n"), 4, &["unknown key `zzzzzz`"]),
         ("id in defaults", "[defaults]\nid = \"x\"\n", 2, &["unknown key `id` in [defaults]"]),
-        ("wrong type", &format!("{MIN}timeout = 5\n"), 4, &["connection[0].timeout: expected a string", "found integer"]),
-        ("bad duration", &format!("{MIN}interval = \"5 parsecs\"\n"), 4, &["connection[0].interval", "invalid duration"]),
+        ("wrong type", &format!("{MIN}timeout = 5\n"), 4, &["connection \"a\".timeout: expected a string", "found integer"]),
+        ("bad duration", &format!("{MIN}interval = \"5 parsecs\"\n"), 4, &["connection \"a\".interval", "invalid duration"]),
         ("duration without unit", &format!("{MIN}timeout = \"30\"\n"), 4, &["no unit"]),
         ("interval too short", &format!("{MIN}interval = \"10ms\"\n"), 4, &["out of range"]),
         ("duplicate id", &format!("{MIN}{MIN}"), 5, &["duplicate connection id \"a\""]),
         ("bad id", "[[connection]]\nid = \"has space\"\nurl = \"http://x/\"\n", 2, &["must be 1 to 64 characters"]),
         ("missing id", "[[connection]]\nurl = \"http://x/\"\n", 1, &["needs an `id`"]),
         ("missing url", "[[connection]]\nid = \"a\"\n", 1, &["needs a `url`"]),
-        ("bad url", "[[connection]]\nid = \"a\"\nurl = \"not a url\"\n", 3, &["connection[0].url", "invalid URL"]),
+        ("bad url", "[[connection]]\nid = \"a\"\nurl = \"not a url\"\n", 3, &["connection \"a\".url", "invalid URL"]),
         ("non-http url", "[[connection]]\nid = \"a\"\nurl = \"ftp://x/\"\n", 3, &["http:// or https://"]),
         ("missing env var", &format!("{MIN}headers = {{ Authorization = \"Bearer ${{NOPE}}\" }}\n"), 4, &["environment variable NOPE is not set"]),
         ("bad cron (5 fields)", &format!("{MIN}schedule = \"*/5 * * * *\"\n"), 4, &["5 fields", "6"]),
@@ -320,7 +320,7 @@ fn tls_files_are_parsed_as_pem_at_load() {
     ));
     let shown = errs[0].to_string();
     assert!(
-        shown.contains("connection[0].tls_client_cert")
+        shown.contains("connection \"a\".tls_client_cert")
             && shown.contains("test-client.key holds no PEM certificate"),
         "{shown}"
     );

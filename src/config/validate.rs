@@ -3,7 +3,7 @@
 
 use super::error::{ConfigError, ConfigErrors, Locator};
 use super::raw::{ByteSize, RawBreaker, RawConfig, RawExpect, RawProbe};
-use super::schema::Spans;
+use super::schema::{suggest, Spans};
 use super::section::Section;
 use super::*;
 use crate::event::EventFilter;
@@ -60,9 +60,10 @@ impl Ctx<'_> {
     }
 
     pub(super) fn err(&mut self, path: &str, msg: impl Into<String>) {
-        let e = self
-            .loc
-            .error(self.spans.of(path), format!("{path}: {}", msg.into()));
+        let e = self.loc.error(
+            self.spans.of(path),
+            format!("{}: {}", self.spans.display(path), msg.into()),
+        );
         self.errors.push(e);
     }
 
@@ -283,13 +284,13 @@ impl Ctx<'_> {
             };
             match EventFilter::parse(&[&e]) {
                 Ok(_) => ok.push(e),
-                Err(_) => self.err(
-                    &p,
-                    format!(
-                        "unknown event type {e:?}; did you mean {:?}?",
-                        EventFilter::nearest(&e)
-                    ),
-                ),
+                Err(_) => {
+                    let hint = match EventFilter::nearest(&e) {
+                        Some(n) => format!("did you mean {n:?}?"),
+                        None => "use a type such as \"connection.status_changed\", a family such as \"circuit.*\", or \"*\"".into(),
+                    };
+                    self.err(&p, format!("unknown event type {e:?}; {hint}"))
+                }
             }
         }
         EventFilter::parse(&ok).unwrap_or_default()
@@ -420,7 +421,19 @@ pub(super) fn validate(
 
     let daemon = daemon(&mut cx, raw.daemon.unwrap_or_default(), true);
     let sinks = sinks(&mut cx, &raw.sink);
-    let sink_ids: Vec<String> = sinks.iter().map(|s| s.id.clone()).collect();
+    // Every entry with an id is declared, even one whose other keys are
+    // wrong: a reference to it is not a second error.
+    let mut sink_ids: Vec<String> = sinks.iter().map(|s| s.id.clone()).collect();
+    for id in raw
+        .sink
+        .iter()
+        .filter_map(|t| t.get("id")?.as_str())
+        .filter(|id| valid_id(id))
+    {
+        if !sink_ids.iter().any(|s| s == id) {
+            sink_ids.push(id.to_string());
+        }
+    }
     let defaults = raw.defaults.unwrap_or_default();
     let mut connections = Vec::with_capacity(raw.connection.len());
     let mut seen = HashSet::new();
@@ -437,7 +450,15 @@ pub(super) fn validate(
             connections.push(std::sync::Arc::new(conn));
         }
     }
-    let conn_ids: HashSet<&str> = connections.iter().map(|c| c.id.as_str()).collect();
+    let conn_ids: HashSet<&str> = connections
+        .iter()
+        .map(|c| c.id.as_str())
+        .chain(raw.connection.iter().filter_map(|c| c.id.as_deref()))
+        .collect();
+    let no_connection = |id: &str| match suggest(id, conn_ids.iter().copied()) {
+        Some(near) => format!("no connection with id {id:?}; did you mean {near:?}?"),
+        None => format!("no connection with id {id:?}"),
+    };
     // id -> parent id: lookups by map, so 10,000 connections load in linear time.
     let parent_of: std::collections::HashMap<&str, &str> = connections
         .iter()
@@ -457,7 +478,7 @@ pub(super) fn validate(
             "defaults.depends_on".into()
         };
         if !conn_ids.contains(parent.as_str()) {
-            cx.err(&at, format!("no connection with id {parent:?}"));
+            cx.err(&at, no_connection(&parent));
         } else if c.id.as_deref() == Some(parent.as_str()) {
             cx.err(&at, "a connection cannot depend on itself");
         } else {
@@ -513,7 +534,7 @@ pub(super) fn validate(
                 if conn_ids.contains(id.as_str()) {
                     v.push(id);
                 } else {
-                    cx.err(&p, format!("no connection with id {id:?}"));
+                    cx.err(&p, no_connection(&id));
                 }
             }
             names = Some(v);
@@ -956,11 +977,11 @@ fn connection(
                 if sink_ids.contains(&s) {
                     out.push(s);
                 } else {
-                    let hint = sink_ids
-                        .iter()
-                        .min_by_key(|k| strsim::levenshtein(k, &s))
-                        .map(|k| format!("; did you mean {k:?}?"))
-                        .unwrap_or_else(|| "; no [[sink]] is defined".into());
+                    let hint = match suggest(&s, sink_ids.iter().map(String::as_str)) {
+                        Some(k) => format!("; did you mean {k:?}?"),
+                        None if sink_ids.is_empty() => "; no [[sink]] is defined".into(),
+                        None => format!("; the sinks are {}", sink_ids.join(", ")),
+                    };
                     cx.err(&ip, format!("no sink with id {s:?}{hint}"));
                 }
             }
