@@ -1,4 +1,5 @@
-//! Response -> [`Outcome`]: the table of PRODUCT §1 as one pure function.
+//! Response -> [`Outcome`]: the classification table (docs/configuration.md)
+//! as one pure function.
 //!
 //! No I/O and no clock reads: the probe's transport result, the connection's
 //! expectations and "now" (for `Retry-After` dates) are passed in.
@@ -416,7 +417,7 @@ mod tests {
         }
     }
 
-    /// The whole table of PRODUCT §1, one row each, in precedence order.
+    /// The whole classification table, one row each, in precedence order.
     #[test]
     fn the_table() {
         let rows: &[(Attempt, Outcome, Option<ErrorKind>)] = &[

@@ -411,7 +411,10 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                     serde_json::to_string_pretty(&rows).map_err(|e| Failure::Runtime(e.into()))?
                 );
             } else {
-                print!("{}", connwatch::cli::events::render(&rows));
+                print!(
+                    "{}",
+                    connwatch::cli::events::render(&rows, connwatch::model::now_ms())
+                );
             }
             Ok(())
         }

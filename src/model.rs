@@ -56,7 +56,7 @@ pub fn rfc3339(ms: UnixMs) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// The classification of one probe (PRODUCT §1).
+/// The classification of one probe (docs/configuration.md, classification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -80,7 +80,7 @@ impl Outcome {
         Outcome::RateLimited,
     ];
 
-    /// Whether this outcome counts as a failure (PRODUCT §1, last column).
+    /// Whether this outcome counts as a failure (opens the circuit).
     pub fn is_failure(self) -> bool {
         matches!(
             self,
@@ -129,7 +129,7 @@ impl fmt::Display for Outcome {
 }
 
 /// Confirmed health: `unknown` before the first probe, then an outcome that
-/// has been confirmed (PRODUCT §2).
+/// has been confirmed (docs/design.md, "Health confirmation").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
@@ -164,7 +164,7 @@ impl fmt::Display for Health {
     }
 }
 
-/// `error.kind` of PRODUCT §1 and §4.
+/// `error.kind` of a probe and an event (docs/events.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {

@@ -1,4 +1,4 @@
-//! A simulated integration platform on loopback (PRODUCT §8): status
+//! A simulated integration platform on loopback: status
 //! endpoints that go through each state on a cycle, and a webhook receiver
 //! that verifies Standard Webhooks signatures and stores nothing.
 //!

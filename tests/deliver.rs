@@ -387,6 +387,28 @@ path = "events.jsonl"
     let pending: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["id"], id.as_str());
+    // The replay keeps the history: the refusal is still there, and says
+    // something even though the receiver sent no body.
+    let slack_row = pending[0]["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["sink"] == "slack")
+        .unwrap()
+        .clone();
+    assert_eq!(slack_row["state"], "pending");
+    assert_eq!(slack_row["attempts"], 0);
+    assert_eq!(slack_row["last_error"], "HTTP 400 Bad Request (no body)");
+    let history = slack_row["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{slack_row}");
+    assert_eq!(history[0]["verdict"], "dead");
+    assert_eq!(history[0]["status"], 400);
+    let text = String::from_utf8(setup.cmd(&["events", "--pending"]).stdout).unwrap();
+    assert!(
+        text.contains("slack:pending/0 (next now)")
+            && text.contains("HTTP 400 Bad Request (no body)"),
+        "{text}"
+    );
     assert_eq!(
         setup.cmd(&["events", "replay", "evt_nope"]).status.code(),
         Some(2)

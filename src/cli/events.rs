@@ -6,42 +6,54 @@ use crate::event::{Envelope, EventKind};
 use crate::sinks::AttemptResult;
 use crate::store::outbox::EventRow;
 
-pub fn render(rows: &[EventRow]) -> String {
-    let body: Vec<Vec<String>> = rows
-        .iter()
-        .map(|e| {
-            let deliveries = if let Some(s) = &e.suppressed {
-                format!("held ({s})")
-            } else if e.deliveries.is_empty() {
-                "-".into()
-            } else {
-                e.deliveries
-                    .iter()
-                    .map(|d| {
-                        let mut s = format!("{}:{}", d.sink, d.state);
-                        if d.attempts > 1 || d.state != "done" {
-                            s.push_str(&format!("/{}", d.attempts));
-                        }
-                        s
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            let err = e
-                .deliveries
-                .iter()
-                .find_map(|d| d.last_error.clone())
-                .unwrap_or_default();
-            vec![
-                e.timestamp.clone(),
-                e.id.clone(),
-                e.kind.clone(),
-                e.connection_id.clone().unwrap_or_else(|| "-".into()),
-                deliveries,
-                err.chars().take(60).collect(),
-            ]
-        })
-        .collect();
+pub fn render(rows: &[EventRow], now: crate::model::UnixMs) -> String {
+    let body: Vec<Vec<String>> =
+        rows.iter()
+            .map(|e| {
+                let deliveries = if let Some(s) = &e.suppressed {
+                    format!("held ({s})")
+                } else if e.deliveries.is_empty() {
+                    "-".into()
+                } else {
+                    e.deliveries
+                        .iter()
+                        .map(|d| {
+                            let mut s = format!("{}:{}", d.sink, d.state);
+                            if d.attempts > 1 || d.state != "done" {
+                                s.push_str(&format!("/{}", d.attempts));
+                            }
+                            if let Some(t) = d.next_attempt_ms {
+                                s.push_str(&format!(" (next {})", super::until(t, now)));
+                            }
+                            s
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                // The last error of a delivery (kept across replays), else the
+                // latest one of any earlier attempt.
+                let err =
+                    e.deliveries
+                        .iter()
+                        .find_map(|d| d.last_error.clone())
+                        .or_else(|| {
+                            e.deliveries.iter().find_map(|d| {
+                                d.history.iter().rev().find_map(|a| {
+                                    a.error.as_ref().map(|x| format!("{x} (earlier)"))
+                                })
+                            })
+                        })
+                        .unwrap_or_default();
+                vec![
+                    e.timestamp.clone(),
+                    e.id.clone(),
+                    e.kind.clone(),
+                    e.connection_id.clone().unwrap_or_else(|| "-".into()),
+                    deliveries,
+                    err.chars().take(60).collect(),
+                ]
+            })
+            .collect();
     super::table(
         &[
             "TIME",

@@ -1,4 +1,4 @@
-//! Configuration: TOML file -> validated [`Config`] (PRODUCT §3).
+//! Configuration: TOML file -> validated [`Config`] (docs/configuration.md).
 //!
 //! Loading runs in four steps, each reporting errors with file, line and
 //! column: TOML syntax (`toml_edit`), unknown keys with the nearest known key
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
-/// Default config path (PRODUCT §3).
+/// Default config path.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/connwatch/connwatch.toml";
 pub const DEFAULT_DATABASE: &str = "/var/lib/connwatch/connwatch.db";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
@@ -135,7 +135,7 @@ impl std::fmt::Display for Cadence {
     }
 }
 
-/// What a good answer looks like (PRODUCT §1).
+/// What a good answer looks like (the classification in docs/configuration.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expect {
     /// Accepted HTTP statuses; `None` = any 2xx.

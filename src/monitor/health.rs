@@ -1,6 +1,6 @@
 //! Confirmed health, like a Nagios hard state: one blip does not change it.
 //!
-//! Rules (PRODUCT §2, with the cases it leaves open decided here):
+//! Rules (docs/design.md, "Health confirmation"):
 //! - a failure outcome (offline, unreachable, invalid) becomes the health after
 //!   `failure_threshold` consecutive failures; while already failing, a
 //!   *different* failure outcome takes over once it has itself been seen

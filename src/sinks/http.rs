@@ -48,11 +48,9 @@ pub async fn post_json(
             let error = if (200..300).contains(&status) {
                 None
             } else {
+                let reason = resp.status().canonical_reason().unwrap_or("");
                 let text = resp.text().await.unwrap_or_default();
-                Some(format!(
-                    "HTTP {status}: {}",
-                    text.chars().take(200).collect::<String>()
-                ))
+                Some(refusal(status, reason, &text))
             };
             AttemptResult {
                 verdict: judge_http(status, retry_after),
@@ -71,9 +69,43 @@ pub async fn post_json(
     }
 }
 
+/// "HTTP 400 Bad Request: <the first 200 characters of the body>", or
+/// "(no body)": a refusal always says something.
+fn refusal(status: u16, reason: &str, body: &str) -> String {
+    let head = format!("HTTP {status} {reason}");
+    let excerpt: String = body.trim().chars().take(200).collect();
+    if excerpt.is_empty() {
+        format!("{} (no body)", head.trim_end())
+    } else {
+        format!("{}: {excerpt}", head.trim_end())
+    }
+}
+
 fn sensitive(s: &Secret) -> reqwest::header::HeaderValue {
     let mut v = reqwest::header::HeaderValue::from_str(s.expose())
         .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
     v.set_sensitive(true);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_always_says_something() {
+        assert_eq!(
+            refusal(400, "Bad Request", ""),
+            "HTTP 400 Bad Request (no body)"
+        );
+        assert_eq!(refusal(410, "Gone", " \n"), "HTTP 410 Gone (no body)");
+        assert_eq!(
+            refusal(422, "Unprocessable Entity", "{\"error\":\"bad\"}"),
+            "HTTP 422 Unprocessable Entity: {\"error\":\"bad\"}"
+        );
+        assert_eq!(
+            refusal(599, "", "x".repeat(500).as_str()).len(),
+            "HTTP 599: ".len() + 200
+        );
+    }
 }

@@ -39,9 +39,26 @@ pub struct DeliveryRow {
     pub sink: String,
     /// `pending`, `done` or `dead`.
     pub state: String,
+    /// Attempts since the event was stored or last replayed.
     pub attempts: i64,
     pub next_attempt_at: Option<String>,
+    #[serde(skip)]
+    pub next_attempt_ms: Option<UnixMs>,
     pub last_error: Option<String>,
+    /// Every attempt, oldest first, replays included.
+    pub history: Vec<AttemptRow>,
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub at: String,
+    /// HTTP status or exit code.
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    /// `done`, `retry`, `dead` or `skipped`.
+    pub verdict: String,
 }
 
 /// Which events to list.
@@ -128,23 +145,48 @@ pub fn list(
         .db
         .prepare("SELECT sink, state, attempts, next_at, last_error FROM deliveries WHERE event = ?1 ORDER BY sink")
         .map_err(|e| sq(p, e))?;
+    let mut a = store
+        .db
+        .prepare(
+            "SELECT at, status, error, duration_ms, verdict FROM delivery_attempts
+             WHERE event = ?1 AND sink = ?2 ORDER BY at, rowid",
+        )
+        .map_err(|e| sq(p, e))?;
     let mut out = Vec::with_capacity(heads.len());
     for (seq, id, kind, at, conn, suppressed) in heads.into_iter().rev() {
-        let deliveries = d
+        let mut deliveries: Vec<DeliveryRow> = d
             .query_map([seq], |r| {
                 let state: String = r.get(1)?;
                 let next: i64 = r.get(3)?;
+                let pending = state == "pending";
                 Ok(DeliveryRow {
                     sink: r.get(0)?,
-                    next_attempt_at: (state == "pending").then(|| rfc3339(next)),
+                    next_attempt_at: pending.then(|| rfc3339(next)),
+                    next_attempt_ms: pending.then_some(next),
                     state,
                     attempts: r.get(2)?,
                     last_error: r.get(4)?,
+                    history: Vec::new(),
                 })
             })
             .map_err(|e| sq(p, e))?
             .collect::<rusqlite::Result<_>>()
             .map_err(|e| sq(p, e))?;
+        for dl in &mut deliveries {
+            dl.history = a
+                .query_map(params![seq, dl.sink], |r| {
+                    Ok(AttemptRow {
+                        at: rfc3339(r.get(0)?),
+                        status: r.get(1)?,
+                        error: r.get(2)?,
+                        duration_ms: r.get(3)?,
+                        verdict: r.get(4)?,
+                    })
+                })
+                .map_err(|e| sq(p, e))?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(|e| sq(p, e))?;
+        }
         out.push(EventRow {
             id,
             kind,
@@ -182,13 +224,13 @@ pub fn replay(
             .execute(
                 "INSERT INTO deliveries (event, sink, state, attempts, next_at, conn)
                  SELECT ?1, ?2, 'pending', 0, ?3, conn FROM events WHERE seq = ?1
-                 ON CONFLICT (event, sink) DO UPDATE SET state = 'pending', attempts = 0, next_at = ?3, last_error = NULL",
+                 ON CONFLICT (event, sink) DO UPDATE SET state = 'pending', attempts = 0, next_at = ?3",
                 params![seq, s, now],
             )
             .map_err(|e| sq(&p, e))?,
         None => tx
             .execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?2, last_error = NULL WHERE event = ?1",
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?2 WHERE event = ?1",
                 params![seq, now],
             )
             .map_err(|e| sq(&p, e))?,

@@ -10,7 +10,7 @@
 //! `history_flush` (and when the run ends), so a healthy fleet writes a few
 //! bytes per probe. A probe that is not online, a health transition, and the
 //! events they cause are written at once, all in the same transaction (the
-//! outbox guarantee of PRODUCT §5).
+//! outbox guarantee of docs/delivery.md).
 //!
 //! A failed write (disk full, database locked) keeps its rows and is retried
 //! with backoff. Nothing already accepted is dropped, with one bound: while
