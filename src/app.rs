@@ -460,7 +460,8 @@ fn add_stats(total: &mut EngineStats, s: EngineStats) {
     total.suppressed += s.suppressed;
 }
 
-/// "2 added (c, d), 1 removed (b), 1 changed (a)".
+/// "connections: 2 added (c, d), 1 removed (b), 1 changed (a); sinks: 2
+/// (0 added, 0 removed); maintenance windows: 1 -> 0".
 fn changes(old: &Config, new: &Config) -> String {
     // By id in maps: a reload of 10,000 connections must not compare every
     // pair.
@@ -490,16 +491,35 @@ fn changes(old: &Config, new: &Config) -> String {
             _ => false,
         })
         .collect();
-    let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    let list = |n: &str, v: &[&str]| match v {
+        [] => format!("0 {n}"),
+        _ => format!("{} {n} ({})", v.len(), v.join(", ")),
+    };
+    fn strs<'a>(v: &[&'a String]) -> Vec<&'a str> {
+        v.iter().map(|s| s.as_str()).collect()
+    }
+    let sink_ids = |c: &Config| c.sinks.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    let (old_sinks, new_sinks) = (sink_ids(old), sink_ids(new));
+    let sinks_added: Vec<&str> = new_sinks
+        .iter()
+        .filter(|s| !old_sinks.contains(s))
+        .map(String::as_str)
+        .collect();
+    let sinks_removed: Vec<&str> = old_sinks
+        .iter()
+        .filter(|s| !new_sinks.contains(s))
+        .map(String::as_str)
+        .collect();
     format!(
-        "{} added ({}), {} removed ({}), {} changed ({}); {} sinks",
-        added.len(),
-        list(&added),
-        removed.len(),
-        list(&removed),
-        changed.len(),
-        list(&changed),
-        new.sinks.len()
+        "connections: {}, {}, {}; sinks: {} ({}, {}); maintenance windows: {} -> {}",
+        list("added", &strs(&added)),
+        list("removed", &strs(&removed)),
+        list("changed", &strs(&changed)),
+        new.sinks.len(),
+        list("added", &sinks_added),
+        list("removed", &sinks_removed),
+        old.maintenance.len(),
+        new.maintenance.len()
     )
 }
 

@@ -91,6 +91,24 @@ pub enum ProbeNowAnswer {
     Unknown,
 }
 
+impl std::fmt::Display for ProbeNowAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeNowAnswer::Started => f.write_str("started"),
+            ProbeNowAnswer::Busy => f.write_str("busy: a probe is running"),
+            ProbeNowAnswer::Held {
+                reason,
+                until: Some(t),
+            } => write!(f, "held: {reason} until {}", rfc3339(*t)),
+            ProbeNowAnswer::Held {
+                reason,
+                until: None,
+            } => write!(f, "held: {reason}"),
+            ProbeNowAnswer::Unknown => f.write_str("no such connection"),
+        }
+    }
+}
+
 /// Counters exposed to logs (and later, metrics).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EngineStats {
@@ -261,7 +279,7 @@ impl Engine {
                 }
             },
         };
-        tracing::info!(connection_id = %req.id, answer = ?answer, "probe requested by an operator");
+        tracing::info!(connection_id = %req.id, %answer, "probe requested by an operator");
         let _ = req.reply.send(answer);
     }
 

@@ -314,7 +314,15 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                     json
                 )
             );
-            Ok(())
+            use connwatch::model::Outcome;
+            if matches!(c.outcome, Outcome::Online | Outcome::Degraded) {
+                Ok(())
+            } else {
+                Err(Failure::Trouble(format!(
+                    "{}: {} (exit code 3: not healthy)",
+                    conn.id, c.outcome
+                )))
+            }
         }
         Command::Sandbox {
             listen,

@@ -123,6 +123,7 @@ fn probe_classifies_without_writing() {
     assert_eq!(v["http_status"], 200);
     assert!(!s.db().exists(), "probe wrote nothing");
     let out = s.cmd(&["probe", "--url", &format!("http://{addr}/ratelimit")]);
+    assert_eq!(out.status.code(), Some(3), "not healthy: exit 3");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("rate_limited") && text.contains("retry after: 30 s"),
@@ -130,6 +131,8 @@ fn probe_classifies_without_writing() {
     );
     // Nothing listening: unreachable/connect.
     let out = s.cmd(&["probe", "--url", "http://127.0.0.1:9/", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("adhoc: unreachable"));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["outcome"], "unreachable");
     assert_eq!(v["error"]["kind"], "connect");

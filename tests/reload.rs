@@ -126,7 +126,7 @@ fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
     let log = setup.daemon_log();
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(
-        log.contains("1 added (new), 1 removed (gone), 1 changed (keep)"),
+        log.contains("connections: 1 added (new), 1 removed (gone), 1 changed (keep); sinks: 0 (0 added, 0 removed); maintenance windows: 0 -> 0"),
         "{log}"
     );
 

@@ -97,8 +97,9 @@ url = "http://{addr}/pd"
         vec!["events", "--json"],
     ] {
         let out = setup.cmd_env(&args, &env);
+        // 3: status of a stopped daemon, probe of an unhealthy connection.
         assert!(
-            out.status.success(),
+            matches!(out.status.code(), Some(0 | 3)),
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );

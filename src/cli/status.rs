@@ -33,6 +33,7 @@ fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
             }
             vec![
                 r.id.clone(),
+                r.name.clone().unwrap_or_else(|| "-".into()),
                 health,
                 r.circuit.clone(),
                 r.since_ms
@@ -54,6 +55,7 @@ fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
     super::table(
         &[
             "ID",
+            "NAME",
             "HEALTH",
             "CIRCUIT",
             "SINCE",

@@ -18,12 +18,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-/// Formats a duration the way the config writes it (`30s`, `5m`, `1h 30m`).
+/// Formats a duration the way the config writes it (`30s`, `5m`,
+/// `1h 30m`, `30d`), to the millisecond; [`parse_duration`] reads it back.
 pub fn format_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".into();
+    let mut ms = d.as_millis();
+    let mut parts = Vec::new();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            parts.push(format!("{}{unit}", ms / size));
+            ms %= size;
+        }
     }
-    humantime::format_duration(d).to_string()
+    if parts.is_empty() {
+        return if d.is_zero() {
+            "0s".into()
+        } else {
+            format!("{}us", d.as_micros())
+        };
+    }
+    parts.join(" ")
 }
 
 #[cfg(test)]
@@ -54,5 +73,15 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(30)), "30s");
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h 30m");
         assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_duration(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(
+            format_duration(Duration::from_millis(90_500)),
+            "1m 30s 500ms"
+        );
+        assert_eq!(format_duration(Duration::from_micros(40)), "40us");
+        for ms in [1, 999, 60_000, 86_400_001, 3_650 * 86_400_000u64] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{ms}");
+        }
     }
 }
