@@ -102,6 +102,42 @@ pub fn classify(
     c
 }
 
+/// What a JSON body holds at each pointer the expectation reads: the
+/// status pointer, then the sync pointers. `None` for a pointer that is
+/// absent; nothing at all when the body is not read (no body check, not
+/// JSON, cut at `max_body`, no answer). Values are shown as compact JSON,
+/// cut at 80 characters.
+pub fn pointers(attempt: &Attempt, expect: &Expect) -> Vec<(String, Option<String>)> {
+    let Ok(answer) = attempt else {
+        return Vec::new();
+    };
+    if answer.truncated {
+        return Vec::new();
+    }
+    let Ok(json) = serde_json::from_slice::<Value>(&answer.body) else {
+        return Vec::new();
+    };
+    let mut wanted: Vec<&str> = expect.json_pointer.iter().map(String::as_str).collect();
+    if let Some(sync) = &expect.sync {
+        wanted.push(&sync.status);
+        wanted.push(&sync.finished_at);
+    }
+    wanted
+        .into_iter()
+        .map(|p| {
+            let v = json.pointer(p).map(|v| {
+                let t = v.to_string();
+                if t.chars().count() > 80 {
+                    format!("{}…", t.chars().take(79).collect::<String>())
+                } else {
+                    t
+                }
+            });
+            (p.to_string(), v)
+        })
+        .collect()
+}
+
 /// A sync time: RFC 3339 text, or a Unix time in seconds (or milliseconds
 /// when above 10^11).
 fn parse_time(v: &Value) -> Option<UnixMs> {

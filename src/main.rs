@@ -315,12 +315,13 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                 )
             );
             use connwatch::model::Outcome;
-            if matches!(c.outcome, Outcome::Online | Outcome::Degraded) {
+            let outcome = c.classified.outcome;
+            if matches!(outcome, Outcome::Online | Outcome::Degraded) {
                 Ok(())
             } else {
                 Err(Failure::Trouble(format!(
-                    "{}: {} (exit code 3: not healthy)",
-                    conn.id, c.outcome
+                    "{}: {outcome} (exit code 3: not healthy)",
+                    conn.id
                 )))
             }
         }

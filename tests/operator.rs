@@ -167,3 +167,84 @@ url = "http://{hook}/hook"
         text(&out)
     );
 }
+
+/// A platform that reports its last sync at `/last_sync/…`, three hours ago.
+fn sync_platform() -> std::net::SocketAddr {
+    serve_on_thread(axum::Router::new().route(
+        "/status",
+        axum::routing::get(|| async {
+            let at = chrono::Utc::now() - chrono::Duration::hours(3);
+            axum::Json(serde_json::json!({
+                "status": "online",
+                "last_sync": {"status": "completed", "finished_at": at.to_rfc3339()}
+            }))
+        }),
+    ))
+}
+
+#[test]
+fn a_wrong_sync_pointer_is_shown_not_silent() {
+    let addr = sync_platform();
+    let setup = Setup::new(&format!(
+        "[daemon]\ndatabase = \"cw.db\"\nhistory_flush = \"1s\"\n\
+         [[connection]]\nid = \"wrong\"\nurl = \"http://{addr}/status\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\n\
+         expect = {{ sync = {{ max_age = \"1h\" }} }}\n\
+         [[connection]]\nid = \"right\"\nurl = \"http://{addr}/status\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\n\
+         expect = {{ sync = {{ status = \"/last_sync/status\", finished_at = \"/last_sync/finished_at\", max_age = \"1h\" }} }}\n"
+    ));
+    // check names the pointers each connection reads.
+    let out = setup.cmd(&["check"]);
+    let plan = text(&out);
+    let wrong = plan.lines().find(|l| l.starts_with("wrong")).unwrap();
+    assert!(
+        wrong.contains("status at /status")
+            && wrong.contains("sync at /sync/status and /sync/finished_at, stale after 1h"),
+        "{plan}"
+    );
+    // probe shows what it read, and that the sync pointer found nothing.
+    let out = setup.cmd(&["probe", "wrong"]);
+    assert_eq!(code(&out), Some(0));
+    let shown = text(&out);
+    assert!(shown.contains("read /status: \"online\""), "{shown}");
+    assert!(
+        shown.contains("read /sync/finished_at: absent from the body"),
+        "{shown}"
+    );
+    let out = setup.cmd(&["probe", "right", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"], "degraded", "{v}");
+    assert_eq!(v["error"]["kind"], "stale_sync");
+    assert_eq!(v["read"]["/last_sync/status"], "\"completed\"");
+    // The daemon says so once, in the log and in status.
+    let mut d = setup.spawn_daemon(&[]);
+    let noted = eventually(Duration::from_secs(15), || {
+        setup.db().exists()
+            && setup
+                .status_json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["id"] == "wrong" && r["notes"][0] == "sync_pointer_missing")
+    });
+    let status = text(&setup.cmd(&["status"]));
+    assert_eq!(terminate(&mut d, Duration::from_secs(15)), Some(0));
+    assert!(noted, "{status}");
+    assert!(status.contains("online (sync pointer missing)"), "{status}");
+    let log = setup.daemon_log();
+    assert_eq!(
+        log.matches("no sync finish time at the configured pointer")
+            .count(),
+        1,
+        "{log}"
+    );
+    let right = setup
+        .status_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "right")
+        .cloned()
+        .unwrap();
+    assert_eq!(right["health"], "degraded", "{right}");
+    assert!(right["notes"].as_array().unwrap().is_empty());
+}

@@ -54,8 +54,16 @@ pub fn plan(c: &Config) -> String {
             if k.tls.client_cert.is_some() {
                 notes.push("client cert".into());
             }
-            if k.expect.json_pointer.is_none() {
-                notes.push("no body check".into());
+            match &k.expect.json_pointer {
+                None => notes.push("no body check".into()),
+                Some(p) => notes.push(format!("status at {p}")),
+            }
+            if let Some(sync) = &k.expect.sync {
+                let mut n = format!("sync at {} and {}", sync.status, sync.finished_at);
+                if let Some(max) = sync.max_age {
+                    n.push_str(&format!(", stale after {}", format_duration(max)));
+                }
+                notes.push(n);
             }
             vec![
                 k.id.clone(),

@@ -7,8 +7,15 @@ use crate::probe::Prober;
 use serde_json::json;
 use std::time::SystemTime;
 
+/// One probe: its classification and what the body held at each pointer
+/// the connection reads.
+pub struct Probed {
+    pub classified: Classified,
+    pub read: Vec<(String, Option<String>)>,
+}
+
 /// Probes `conn` once.
-pub async fn once(conn: &Connection) -> Result<Classified, crate::probe::SetupError> {
+pub async fn once(conn: &Connection) -> Result<Probed, crate::probe::SetupError> {
     let prober = Prober::new(&[conn], &Default::default())?;
     let report = prober.request(conn).send().await;
     let rules = Rules {
@@ -16,16 +23,25 @@ pub async fn once(conn: &Connection) -> Result<Classified, crate::probe::SetupEr
         degraded_after: conn.degraded_after,
         max_body: conn.max_body,
     };
-    Ok(classify(
-        &report.attempt,
-        report.latency,
-        rules,
-        SystemTime::now(),
-    ))
+    Ok(Probed {
+        classified: classify(&report.attempt, report.latency, rules, SystemTime::now()),
+        read: crate::classify::pointers(&report.attempt, &conn.expect),
+    })
 }
 
-pub fn render(id: &str, url: &str, c: &Classified, as_json: bool) -> String {
+pub fn render(id: &str, url: &str, p: &Probed, as_json: bool) -> String {
+    let c = &p.classified;
     if as_json {
+        let read: serde_json::Map<String, serde_json::Value> = p
+            .read
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.clone().map_or(serde_json::Value::Null, Into::into),
+                )
+            })
+            .collect();
         let v = json!({
             "id": id,
             "url": url,
@@ -34,6 +50,7 @@ pub fn render(id: &str, url: &str, c: &Classified, as_json: bool) -> String {
             "latency_ms": c.latency.as_millis() as u64,
             "error": c.error,
             "retry_after_ms": c.retry_after.map(|d| d.as_millis() as u64),
+            "read": read,
         });
         return format!("{v}\n");
     }
@@ -48,6 +65,12 @@ pub fn render(id: &str, url: &str, c: &Classified, as_json: bool) -> String {
     }
     if let Some(r) = c.retry_after {
         s.push_str(&format!("  retry after: {} s\n", r.as_secs()));
+    }
+    for (pointer, value) in &p.read {
+        match value {
+            Some(v) => s.push_str(&format!("  read {pointer}: {v}\n")),
+            None => s.push_str(&format!("  read {pointer}: absent from the body\n")),
+        }
     }
     s
 }

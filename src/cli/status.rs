@@ -31,6 +31,9 @@ fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
             if r.flapping {
                 health.push_str(" (flapping)");
             }
+            for n in &r.notes {
+                health.push_str(&format!(" ({})", n.replace('_', " ")));
+            }
             vec![
                 r.id.clone(),
                 r.name.clone().unwrap_or_else(|| "-".into()),

@@ -73,6 +73,8 @@ pub struct Observed {
     pub rate_hold: Option<RateHold>,
     pub flap: Option<FlapEvent>,
     pub sync: Vec<SyncEvent>,
+    /// The configured sync pointer was found missing with this probe.
+    pub sync_pointer_missing: bool,
 }
 
 /// Uniform draws in [0, 1) for the jitter of the breaker and the backoff.
@@ -117,6 +119,7 @@ impl MonitorState {
             .hold
             .record(c.outcome, c.retry_after, at, &hs, draws.backoff);
         let flap = self.flap.record(c.outcome, cfg.flap_high, cfg.flap_low);
+        let missing_before = self.sync.pointer_missing();
         let sync = match (&c.sync, &cfg.expect.sync) {
             (Some(seen), Some(se)) => self.sync.record(
                 seen,
@@ -132,6 +135,7 @@ impl MonitorState {
             rate_hold,
             flap,
             sync,
+            sync_pointer_missing: !missing_before && self.sync.pointer_missing(),
         }
     }
 

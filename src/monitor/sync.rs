@@ -8,12 +8,21 @@
 use crate::model::{SyncSeen, UnixMs};
 use serde::{Deserialize, Serialize};
 
+/// Probes with a body but no sync finish time at the configured pointer,
+/// before any sync was seen, after which the pointer is reported missing
+/// (a wrong pointer would otherwise fail silently: no sync, never stale).
+pub const MISSING_AFTER: u32 = 3;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SyncState {
     /// The newest finish time seen.
     pub last_finished_at: Option<UnixMs>,
     /// `sync.stale` was emitted for the current finish time.
     pub stale: bool,
+    /// Bodies in a row without a finish time, while none was ever seen
+    /// (counted up to [`MISSING_AFTER`]).
+    #[serde(default)]
+    pub missing: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +51,12 @@ impl SyncState {
     ) -> Vec<SyncEvent> {
         let mut out = Vec::new();
         let Some(at) = seen.finished_at else {
+            if self.last_finished_at.is_none() && self.missing < MISSING_AFTER {
+                self.missing += 1;
+            }
             return out;
         };
+        self.missing = 0;
         if self.last_finished_at.is_none() {
             self.last_finished_at = Some(at);
         } else if self.last_finished_at.is_some_and(|last| at > last) {
@@ -75,6 +88,14 @@ impl SyncState {
             }
         }
         out
+    }
+}
+
+impl SyncState {
+    /// The configured pointer has found no sync in the first
+    /// [`MISSING_AFTER`] bodies.
+    pub fn pointer_missing(&self) -> bool {
+        self.last_finished_at.is_none() && self.missing >= MISSING_AFTER
     }
 }
 
@@ -157,5 +178,25 @@ mod tests {
                 age_ms: 20_000
             }]
         );
+    }
+
+    #[test]
+    fn a_pointer_that_finds_nothing_is_reported_after_three_bodies() {
+        let mut s = SyncState::default();
+        let none = SyncSeen::default();
+        for _ in 0..2 {
+            assert!(s.record(&none, 0, None, &[]).is_empty());
+            assert!(!s.pointer_missing());
+        }
+        s.record(&none, 0, None, &[]);
+        assert!(s.pointer_missing());
+        let before = s.clone();
+        s.record(&none, 0, None, &[]);
+        assert_eq!(s, before, "the count stops: no state churn");
+        // Once a sync is seen, a later body without one is not this.
+        s.record(&seen("completed", 1_000), 2_000, None, &[]);
+        assert!(!s.pointer_missing());
+        s.record(&none, 3_000, None, &[]);
+        assert!(!s.pointer_missing());
     }
 }

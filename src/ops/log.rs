@@ -55,6 +55,14 @@ pub fn observed(cfg: &Connection, c: &Classified, obs: &Observed, held: Held, he
             "Retry-After beyond retry_after_max; capped"
         );
     }
+    if let (true, Some(sync)) = (obs.sync_pointer_missing, &cfg.expect.sync) {
+        tracing::warn!(
+            connection_id = %id,
+            pointer = %sync.finished_at,
+            probes = crate::monitor::sync::MISSING_AFTER,
+            "no sync finish time at the configured pointer in the first bodies: check expect.sync (connwatch probe shows what each pointer reads)"
+        );
+    }
     for s in &obs.sync {
         if let SyncEvent::Stale { age_ms, .. } = s {
             tracing::warn!(connection_id = %id, age_s = age_ms / 1000, "sync is stale");

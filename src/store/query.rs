@@ -44,6 +44,9 @@ pub struct StatusRow {
     /// due.
     pub stale: bool,
     pub flapping: bool,
+    /// What the operator should know: `sync_pointer_missing` (the
+    /// configured sync pointer found nothing in the first bodies).
+    pub notes: Vec<String>,
     /// The health receivers were last sent.
     pub sent_health: Option<String>,
     pub cadence: Option<String>,
@@ -151,6 +154,10 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
             .as_deref()
             .and_then(|j| serde_json::from_str::<crate::monitor::MonitorState>(j).ok());
         let flapping = state.as_ref().is_some_and(|s| s.flap.flapping);
+        let mut notes = Vec::new();
+        if state.as_ref().is_some_and(|s| s.sync.pointer_missing()) {
+            notes.push("sync_pointer_missing".to_string());
+        }
         let (next_ms, reason) = match (c.hold_reason.as_deref(), c.hold_until) {
             (Some("paused_by_parent"), _) => (None, "paused_by_parent".to_string()),
             (Some(r), Some(t)) if t > now => (Some(t), r.to_string()),
@@ -211,6 +218,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
             suppressed: c.suppressed,
             stale: false,
             flapping,
+            notes,
             sent_health: c.sent_health,
             cadence: c.cadence,
             depends_on: c.depends_on,
