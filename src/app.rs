@@ -70,6 +70,8 @@ struct Generation {
     engine: JoinHandle<EngineStats>,
     dispatcher: JoinHandle<()>,
     storage_alarm: JoinHandle<()>,
+    /// Reads the silences operators add and end.
+    silence_watch: JoinHandle<()>,
     sched: JobScheduler,
 }
 
@@ -88,6 +90,8 @@ impl Generation {
             .map(|c| crate::store::ConnMeta::of(c))
             .collect();
         let known = store.sync_connections(&ids)?;
+        let silences = crate::store::silences::current(&store.db, crate::model::now_ms())
+            .map_err(|e| crate::store::sq(db_path, e))?;
         drop(store);
         let prober = Prober::new(&config.connections, &shared.pools)
             .map_err(|e| SetupError(e.to_string()))?;
@@ -103,9 +107,12 @@ impl Generation {
         let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
 
         let (engine, cmd_tx, jobs) = Engine::new(config, &known, &prober, shared.writer.clone());
+        let (silences_tx, silences_rx) = watch::channel(silences);
+        let silence_watch = tokio::spawn(watch_silences(db_path.clone(), silences_tx));
         let engine = engine
             .with_notifier(Notifier::from_env(), shared.liveness.clone())
-            .keep_schedule(Arc::clone(&shared.schedule));
+            .keep_schedule(Arc::clone(&shared.schedule))
+            .with_silences(silences_rx);
         let probe_tx = engine.probe_handle();
         let sched = JobScheduler::new()
             .await
@@ -163,6 +170,7 @@ impl Generation {
             engine,
             dispatcher,
             storage_alarm,
+            silence_watch,
             sched,
         })
     }
@@ -173,6 +181,7 @@ impl Generation {
         let stats = self.engine.await.unwrap_or_default();
         let _ = self.dispatcher.await;
         self.storage_alarm.abort();
+        self.silence_watch.abort();
         let _ = self.sched.shutdown().await;
         stats
     }
@@ -570,6 +579,44 @@ async fn storage_alarm(
                 sent,
                 "system.error about the database sent directly (not stored)"
             );
+        }
+    }
+}
+
+/// Silences are added and ended by other processes (`connwatch silence`)
+/// and by the admin API, straight in the database: read the ones in force
+/// every [`crate::store::silences::POLL`] and tell the engine when they
+/// change.
+async fn watch_silences(
+    path: std::path::PathBuf,
+    tx: watch::Sender<Vec<crate::store::silences::Silence>>,
+) {
+    let mut tick = tokio::time::interval(crate::store::silences::POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let p = path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let store = Store::open_read_only(&p).map_err(|e| e.to_string())?;
+            crate::store::silences::current(&store.db, crate::model::now_ms())
+                .map_err(|e| crate::store::sq(&p, e).to_string())
+        })
+        .await;
+        match read {
+            Ok(Ok(now)) => {
+                failing = false;
+                tx.send_if_modified(|v| {
+                    let changed = *v != now;
+                    *v = now;
+                    changed
+                });
+            }
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::error!(error = %e, "cannot read silences; the last ones read stay in force");
+            }
+            _ => {}
         }
     }
 }

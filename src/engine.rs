@@ -16,13 +16,14 @@
 use crate::classify::{classify, Rules};
 use crate::config::{Cadence, Config, Connection};
 use crate::event::Envelope;
-use crate::maintenance::Windows;
+use crate::maintenance::{Silenced, Windows};
 use crate::model::{rfc3339, Clock, UnixMs};
 use crate::monitor::{Draws, MonitorState};
 use crate::ops::metrics::metrics;
 use crate::policy::{self, Held, Planned, Router, Routes};
 use crate::probe::{Prober, Report, Request};
 use crate::schedule::TimerQueue;
+use crate::store::silences::Silence;
 use crate::store::writer::{LastState, NewEvent, Probe, Record, StateRow, Writer};
 use crate::store::Known;
 use std::collections::HashMap;
@@ -70,7 +71,23 @@ pub enum Command {
 #[derive(Debug)]
 pub struct ProbeNow {
     pub id: String,
+    /// Lift the open circuit's wait and the auth and rate-limit holds for
+    /// this one probe (`connwatch probe ID --now`, `?force=true`).
+    pub force: bool,
     pub reply: tokio::sync::oneshot::Sender<ProbeNowAnswer>,
+}
+
+/// Which gates a probe goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gates {
+    /// All of them (a scheduled probe, an operator's plain request).
+    All,
+    /// A maintenance window or a silence ended: the open circuit's wait
+    /// and an auth hold are lifted for one probe, so the catch-up tells
+    /// what is true now; a Retry-After still holds.
+    HoldEnded,
+    /// An operator forced it: the rate limit's hold is lifted too.
+    Forced,
 }
 
 /// What became of a [`ProbeNow`].
@@ -124,7 +141,12 @@ pub struct EngineStats {
 
 pub struct Engine {
     conns: Vec<Watched>,
+    /// Slot of each connection id.
+    index: HashMap<Arc<str>, usize>,
     windows: Windows,
+    silenced: Silenced,
+    /// The silences in force, as the database says (polled by the app).
+    silences_rx: Option<watch::Receiver<Vec<Silence>>>,
     queue: TimerQueue,
     writer: Writer,
     permits: Arc<Semaphore>,
@@ -172,9 +194,10 @@ impl Engine {
             .collect();
         for (slot, c) in config.connections.iter().enumerate() {
             let k = known.get(&c.id);
-            let state = k
+            let mut state = k
                 .map(|k| MonitorState::restore(k.state.as_deref(), k.health, k.since))
                 .unwrap_or_default();
+            state.fit(c, clock.now());
             conns.push(Watched {
                 cfg: Arc::clone(c),
                 id: Arc::from(c.id.as_str()),
@@ -209,9 +232,17 @@ impl Engine {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (api_tx, api_rx) = mpsc::channel(64);
+        let index = conns
+            .iter()
+            .enumerate()
+            .map(|(slot, w)| (Arc::clone(&w.id), slot))
+            .collect();
         let engine = Engine {
             conns,
+            index,
             windows,
+            silenced: Silenced::default(),
+            silences_rx: None,
             queue,
             writer,
             permits: Arc::new(Semaphore::new(config.daemon.max_concurrent_probes)),
@@ -252,6 +283,17 @@ impl Engine {
         self
     }
 
+    /// Follows the silences in force (the app polls the database); the
+    /// current ones apply from the first probe.
+    pub fn with_silences(mut self, rx: watch::Receiver<Vec<Silence>>) -> Self {
+        let now = self.clock.now();
+        let current = rx.borrow().clone();
+        self.silenced
+            .set(&current, &self.index, self.conns.len(), now);
+        self.silences_rx = Some(rx);
+        self
+    }
+
     /// Where the admin API sends "probe now" requests.
     pub fn probe_handle(&self) -> mpsc::Sender<ProbeNow> {
         self.api_tx.clone()
@@ -268,6 +310,10 @@ impl Engine {
                 reason: "paused_by_parent",
                 until: None,
             },
+            Some(slot) if req.force => {
+                self.fire(slot, Gates::Forced).await;
+                ProbeNowAnswer::Started
+            }
             Some(slot) => match self.conns[slot].state.gate(now) {
                 Some((until, reason)) => ProbeNowAnswer::Held {
                     reason,
@@ -279,7 +325,7 @@ impl Engine {
                 }
             },
         };
-        tracing::info!(connection_id = %req.id, %answer, "probe requested by an operator");
+        tracing::info!(connection_id = %req.id, force = req.force, %answer, "probe requested by an operator");
         let _ = req.reply.send(answer);
     }
 
@@ -329,7 +375,11 @@ impl Engine {
         let mut next_beat = Instant::now() + crate::ops::notify::HEARTBEAT;
         loop {
             let wake = self.queue.next_wake();
-            let maint = self.windows.next_end().map(|t| self.clock.instant_of(t));
+            let hold_end = match (self.windows.next_end(), self.silenced.next_end()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(|t| self.clock.instant_of(t));
             let ping = self
                 .notifier
                 .as_ref()
@@ -349,7 +399,8 @@ impl Engine {
                     Command::Fire(slot) => self.try_fire(slot).await,
                     Command::MaintenanceStart(i) => self.start_window(i).await,
                 },
-                _ = sleep_until_opt(maint) => self.end_windows().await,
+                _ = sleep_until_opt(hold_end) => self.end_holds().await,
+                Ok(()) = changed_opt(&mut self.silences_rx) => self.silences_changed().await,
                 _ = sleep_until_opt(wake) => {
                     due.clear();
                     let now = Instant::now();
@@ -402,26 +453,40 @@ impl Engine {
     fn held(&self, slot: usize, now: UnixMs) -> Held {
         let w = &self.conns[slot];
         let parent = w.parent.map(|p| &self.conns[p].state);
-        policy::held(self.windows.until(slot), now, parent, &w.state)
+        policy::held(
+            self.windows.until(slot),
+            self.silenced.until(slot),
+            now,
+            parent,
+            &w.state,
+        )
     }
 
     /// Starts a probe of `slot` unless a gate says no.
     async fn try_fire(&mut self, slot: usize) {
+        self.fire(slot, Gates::All).await;
+    }
+
+    /// Starts a probe of `slot` through `gates`; whether it started.
+    async fn fire(&mut self, slot: usize, gates: Gates) -> bool {
         if slot >= self.conns.len() {
-            return;
+            return false;
         }
         if self.conns[slot].in_flight {
             self.stats.skipped_busy += 1;
             metrics().skipped_busy.inc();
             tracing::debug!(connection_id = %self.conns[slot].cfg.id, "previous probe still running; skipping this tick");
-            return;
+            return false;
         }
         let now = self.clock.now();
+        if gates != Gates::All && !self.parent_failing(slot) {
+            self.conns[slot].state.lift(now, gates == Gates::Forced);
+        }
         if self.parent_failing(slot) || self.conns[slot].state.gate(now).is_some() {
             self.stats.held += 1;
             metrics().held.inc();
             self.hand_over(slot, now, Vec::new()).await;
-            return;
+            return false;
         }
         if self.conns[slot].state.breaker.begin_probe(now).is_some() {
             tracing::info!(connection_id = %self.conns[slot].cfg.id, "circuit half-open: trial probe");
@@ -446,6 +511,7 @@ impl Engine {
                 report,
             });
         });
+        true
     }
 
     /// Classifies a finished probe, advances the state machines, asks the
@@ -587,18 +653,56 @@ impl Engine {
         }
     }
 
-    /// Ends windows that are over; brings receivers up to date.
-    async fn end_windows(&mut self) {
+    /// Ends the windows and silences that are over.
+    async fn end_holds(&mut self) {
         let now = self.clock.now();
         for slot in self.windows.end_due(now) {
             tracing::info!(connection_id = %self.conns[slot].cfg.id, "maintenance window ended");
-            let mut planned = Vec::new();
-            if self.held(slot, now).per_change.is_none() {
-                let w = &mut self.conns[slot];
-                planned = policy::catch_up(&mut w.state, now, w.cfg.auth_interval, &w.routes);
-            }
-            self.hand_over(slot, now, planned).await;
+            self.hold_ended(slot, now).await;
         }
+        for slot in self.silenced.end_due(now) {
+            tracing::info!(connection_id = %self.conns[slot].cfg.id, "silence ended");
+            self.hold_ended(slot, now).await;
+        }
+    }
+
+    /// Silences were added or ended (by an operator, elsewhere).
+    async fn silences_changed(&mut self) {
+        let Some(rx) = self.silences_rx.as_mut() else {
+            return;
+        };
+        let current = rx.borrow_and_update().clone();
+        let now = self.clock.now();
+        let changed = self
+            .silenced
+            .set(&current, &self.index, self.conns.len(), now);
+        for &slot in &changed.started {
+            tracing::info!(connection_id = %self.conns[slot].cfg.id, "silenced; events held");
+            self.hand_over(slot, now, Vec::new()).await;
+        }
+        for slot in changed.ended {
+            tracing::info!(connection_id = %self.conns[slot].cfg.id, "silence ended");
+            self.hold_ended(slot, now).await;
+        }
+    }
+
+    /// What held `slot`'s events back has ended: unless something else
+    /// still does, the connection is probed at once (past an open
+    /// circuit's wait) and that probe brings receivers up to date, so the
+    /// catch-up tells what is true now. When no probe can go (one is
+    /// running, whose result will do it; a Retry-After holds), the catch-up
+    /// goes from the health as last confirmed.
+    async fn hold_ended(&mut self, slot: usize, now: UnixMs) {
+        if self.held(slot, now).per_change.is_some() || self.conns[slot].in_flight {
+            self.hand_over(slot, now, Vec::new()).await;
+            return;
+        }
+        if self.fire(slot, Gates::HoldEnded).await {
+            return;
+        }
+        let w = &mut self.conns[slot];
+        let planned = policy::catch_up(&mut w.state, now, w.cfg.auth_interval, &w.routes);
+        self.hand_over(slot, now, planned).await;
     }
 }
 
@@ -608,6 +712,18 @@ fn intervals(conns: &[Watched]) -> impl Iterator<Item = (usize, &str, Duration)>
         .iter()
         .enumerate()
         .filter_map(|(slot, w)| w.cfg.interval().map(|d| (slot, &*w.id, d)))
+}
+
+/// Resolves when the watched value changes; never without a receiver
+/// (and never again once its sender is gone).
+async fn changed_opt<T>(rx: &mut Option<watch::Receiver<T>>) -> Result<(), ()> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Ok(()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -61,7 +61,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// One probe now, classified; writes nothing.
+    /// One probe now, classified; writes nothing. With --now, the running
+    /// daemon probes instead (its result lands in status and history).
     Probe {
         /// A configured connection.
         #[arg(required_unless_present = "url", conflicts_with = "url")]
@@ -69,6 +70,12 @@ enum Command {
         /// Probe this URL with default settings instead.
         #[arg(long)]
         url: Option<String>,
+        /// Ask the running daemon (through its admin API: [daemon] listen
+        /// and admin_token) to probe now, past an open circuit's wait and
+        /// the auth and rate-limit holds, for this one probe: after fixing
+        /// credentials, say.
+        #[arg(long, conflicts_with = "url", requires = "id")]
+        now: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -112,6 +119,43 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Silences: hold a connection's events for a while (`silence add`),
+    /// see them (`silence list`), end one early (`silence end`).
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceAction {
+    /// Hold the events of connections (or --all) from now, for a while.
+    /// Events are recorded and held as in a maintenance window; when it
+    /// ends, one catch-up brings receivers up to date.
+    Add {
+        /// Connection ids.
+        ids: Vec<String>,
+        /// Every connection.
+        #[arg(long)]
+        all: bool,
+        /// How long (e.g. 30m, 1h, 2d; at most 30d).
+        #[arg(long = "for", conflicts_with = "until", value_name = "DURATION")]
+        length: Option<String>,
+        /// Until when (RFC 3339, e.g. 2026-12-02T18:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Why (shown in status and recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Silences in force, and those that ended in the last 24 hours.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now.
+    End { silence_id: String },
 }
 
 #[derive(Subcommand)]
@@ -282,7 +326,13 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Probe { id, url, json } => {
+        Command::Probe {
+            id: Some(id),
+            now: true,
+            json,
+            ..
+        } => probe_now(&cli.config, &id, json),
+        Command::Probe { id, url, json, .. } => {
             let conn = match (id, url) {
                 (_, Some(u)) => {
                     let url = url::Url::parse(&u)
@@ -487,6 +537,7 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                 ))),
             }
         }
+        Command::Silence { action } => silence(&cli.config, action),
         Command::Prune => {
             let daemon = load_daemon(&cli.config)?;
             let store = Store::open(&daemon.database)?;
@@ -504,5 +555,152 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+    }
+}
+
+/// Who runs this command, for the audit log.
+fn operator() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+fn silence(config: &std::path::Path, action: SilenceAction) -> Result<(), Failure> {
+    use connwatch::store::silences;
+    let daemon = load_daemon(config)?;
+    let now = connwatch::model::now_ms();
+    let audit = |fields: serde_json::Value| {
+        if let Some(a) = &daemon.audit_log {
+            connwatch::ops::audit::record_once(a, "operator", fields);
+        }
+    };
+    match action {
+        SilenceAction::Add {
+            ids,
+            all,
+            length,
+            until,
+            reason,
+        } => {
+            let length = length
+                .map(|l| connwatch::config::parse_duration(&l))
+                .transpose()
+                .map_err(|e| Failure::Usage(format!("--for: {e}")))?;
+            let mut store = Store::open(&daemon.database)?;
+            let req = silences::Request {
+                connections: ids,
+                all,
+                length,
+                until,
+                reason,
+            };
+            let (connections, length) =
+                silences::check(&store, &req, now).map_err(Failure::Usage)?;
+            let by = operator();
+            let s = silences::add(&mut store, connections, now, length, &req.reason, &by)?;
+            audit(
+                serde_json::json!({"action": "silence_add", "silence_id": s.id,
+                "connections": s.connections, "until": connwatch::model::rfc3339(s.ends_ms),
+                "reason": s.reason, "by": by}),
+            );
+            println!("{}", connwatch::cli::silence::added(&s));
+            Ok(())
+        }
+        SilenceAction::List { json } => {
+            let store = Store::open_read_only(&daemon.database)?;
+            let list: Vec<silences::SilenceView> = silences::list(&store, now - 86_400_000)?
+                .into_iter()
+                .map(|s| s.view(now))
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).map_err(|e| Failure::Runtime(e.into()))?
+                );
+            } else {
+                print!("{}", connwatch::cli::silence::render(&list, now));
+            }
+            Ok(())
+        }
+        SilenceAction::End { silence_id } => {
+            let mut store = Store::open(&daemon.database)?;
+            let Some(s) = silences::end(&mut store, &silence_id, now)? else {
+                return Err(Failure::Usage(format!(
+                    "no silence {silence_id:?} in {}",
+                    daemon.database.display()
+                )));
+            };
+            let by = operator();
+            audit(serde_json::json!({"action": "silence_end", "silence_id": s.id, "by": by}));
+            println!("{}: ended", s.id);
+            Ok(())
+        }
+    }
+}
+
+/// `probe ID --now`: the running daemon probes, through its admin API.
+fn probe_now(config: &std::path::Path, id: &str, json: bool) -> Result<(), Failure> {
+    let daemon = Config::load_admin(config).map_err(Failure::Config)?;
+    let how = "probe --now asks the running daemon through its admin API";
+    let Some(listen) = daemon.listen else {
+        return Err(Failure::Usage(format!(
+            "{how}: set [daemon] listen (and admin_token) in {}",
+            config.display()
+        )));
+    };
+    let Some(token) = daemon.admin_token else {
+        return Err(Failure::Usage(format!(
+            "{how}: set [daemon] admin_token in {}",
+            config.display()
+        )));
+    };
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let path: String =
+        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).collect();
+    let url = format!("http://{addr}/api/v1/connections/{path}/probe?force=true");
+    let (status, body) = runtime()?.block_on(async {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .map_err(|e| Failure::Runtime(e.into()))?
+            .post(&url)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(|e| {
+                Failure::Runtime(anyhow::anyhow!(
+                    "cannot reach the daemon's admin API at {addr}: {} (is it running?)",
+                    connwatch::probe::transport_error(&e).message
+                ))
+            })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        Ok::<_, Failure>((status, body))
+    })?;
+    if json {
+        println!("{body}");
+    }
+    match status {
+        202 => {
+            if !json {
+                println!(
+                    "{id}: probing now (holds lifted for this one probe); `connwatch status` shows the result"
+                );
+            }
+            Ok(())
+        }
+        404 => Err(Failure::Usage(format!(
+            "no connection {id:?} in the running configuration"
+        ))),
+        _ => Err(Failure::Runtime(anyhow::anyhow!(
+            "the daemon answered {status}: {}",
+            body["message"].as_str().unwrap_or("")
+        ))),
     }
 }

@@ -1,7 +1,9 @@
-//! Maintenance windows: which connections each covers, when it ends. Pure,
-//! time passed in. Cron jobs (wired in [`crate::app`]) say when a window
-//! starts; the engine asks when the next one ends, and what held events
-//! back ends with it (see [`crate::policy::held`]).
+//! What operators declare holds events back: maintenance windows (cron
+//! schedules in the configuration) and silences (`connwatch silence`,
+//! stored in the database). Which connections each covers, until when.
+//! Pure, time passed in. Cron jobs (wired in [`crate::app`]) say when a
+//! window starts; the engine learns of silences from the database, and asks
+//! when the next hold ends (see [`crate::policy::held`]).
 
 use crate::config::Maintenance;
 use crate::model::UnixMs;
@@ -116,6 +118,88 @@ impl Windows {
     }
 }
 
+/// Operators' silences, by connection slot.
+#[derive(Debug, Default)]
+pub struct Silenced {
+    /// Per slot: the latest end of the silences in force that cover it.
+    until: Vec<Option<UnixMs>>,
+    earliest: Option<UnixMs>,
+}
+
+/// What a new set of silences changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Slots a silence covers now that none did.
+    pub started: Vec<usize>,
+    /// Slots no silence covers any more (ended early, or removed).
+    pub ended: Vec<usize>,
+}
+
+impl Silenced {
+    /// Takes the silences in force (`index`: connection id to slot, over
+    /// `n` slots) at `now`.
+    pub fn set(
+        &mut self,
+        silences: &[crate::store::silences::Silence],
+        index: &HashMap<std::sync::Arc<str>, usize>,
+        n: usize,
+        now: UnixMs,
+    ) -> Changed {
+        let mut until: Vec<Option<UnixMs>> = vec![None; n];
+        let mut cover = |slot: usize, end: UnixMs| {
+            if let Some(u) = until.get_mut(slot) {
+                *u = Some(u.map_or(end, |t| t.max(end)));
+            }
+        };
+        for s in silences.iter().filter(|s| s.active(now)) {
+            match &s.connections {
+                None => (0..n).for_each(|slot| cover(slot, s.until())),
+                Some(ids) => ids
+                    .iter()
+                    .filter_map(|id| index.get(id.as_str()))
+                    .for_each(|slot| cover(*slot, s.until())),
+            }
+        }
+        let mut changed = Changed::default();
+        for (slot, now_until) in until.iter().enumerate() {
+            match (self.until.get(slot).copied().flatten(), *now_until) {
+                (None, Some(_)) => changed.started.push(slot),
+                (Some(_), None) => changed.ended.push(slot),
+                _ => {}
+            }
+        }
+        self.earliest = until.iter().flatten().copied().min();
+        self.until = until;
+        changed
+    }
+
+    /// Until when a silence covers `slot`.
+    pub fn until(&self, slot: usize) -> Option<UnixMs> {
+        self.until.get(slot).copied().flatten()
+    }
+
+    /// The slots whose silences have all ended by `now`.
+    pub fn end_due(&mut self, now: UnixMs) -> Vec<usize> {
+        if self.earliest.is_none_or(|t| t > now) {
+            return Vec::new();
+        }
+        let mut ended = Vec::new();
+        for (slot, u) in self.until.iter_mut().enumerate() {
+            if u.is_some_and(|t| t <= now) {
+                *u = None;
+                ended.push(slot);
+            }
+        }
+        self.earliest = self.until.iter().flatten().copied().min();
+        ended
+    }
+
+    /// When the next silence ends.
+    pub fn next_end(&self) -> Option<UnixMs> {
+        self.earliest
+    }
+}
+
 /// If a window of `schedule` + `duration` is open at `now`, when it ends.
 pub fn active_window_end(schedule: &str, duration: Duration, now: UnixMs) -> Option<UnixMs> {
     let cron = croner::Cron::new(schedule)
@@ -152,6 +236,43 @@ mod tests {
             active_window_end("0 * * * * *", Duration::from_secs(30), base),
             Some(base + 30_000)
         );
+    }
+
+    #[test]
+    fn silences_cover_their_slots_until_they_end_or_are_ended() {
+        use crate::store::silences::Silence;
+        let silence = |id: &str, conns: Option<Vec<&str>>, ends: UnixMs| Silence {
+            id: id.into(),
+            connections: conns.map(|v| v.into_iter().map(String::from).collect()),
+            starts_ms: 0,
+            ends_ms: ends,
+            reason: "work".into(),
+            created_by: "ops".into(),
+            ended_ms: None,
+        };
+        let index: HashMap<std::sync::Arc<str>, usize> =
+            [("a".into(), 0), ("b".into(), 1), ("c".into(), 2)]
+                .into_iter()
+                .collect();
+        let mut s = Silenced::default();
+        let one = silence("s1", Some(vec!["a", "zz"]), 10_000);
+        let all = silence("s2", None, 5_000);
+        let c = s.set(&[one.clone(), all.clone()], &index, 3, 1_000);
+        assert_eq!(c.started, vec![0, 1, 2]);
+        assert_eq!(s.until(0), Some(10_000));
+        assert_eq!(s.until(1), Some(5_000));
+        assert_eq!(s.next_end(), Some(5_000));
+        assert_eq!(s.end_due(5_000), vec![1, 2]);
+        // The operator ends s1 early: a set without it.
+        let c = s.set(&[], &index, 3, 6_000);
+        assert_eq!(
+            c,
+            Changed {
+                started: vec![],
+                ended: vec![0]
+            }
+        );
+        assert_eq!(s.next_end(), None);
     }
 
     #[test]

@@ -23,11 +23,11 @@ use crate::model::{now_ms, rfc3339, UnixMs};
 use crate::ops::audit::Audit;
 use crate::ops::notify::Liveness;
 use crate::store::{outbox, query, Store};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -204,6 +204,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/connections/{id}/probe", post(probe))
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/{id}/replay", post(replay))
+        .route("/api/v1/silences", get(silences).post(add_silence))
+        .route("/api/v1/silences/{id}", delete(end_silence))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -527,12 +529,23 @@ async fn events(
     Ok(Json(json!({ "events": rows })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeParams {
+    /// Lift the open circuit's wait and the auth and rate-limit holds for
+    /// this one probe.
+    force: Option<bool>,
+}
+
 async fn probe(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
+    params: Result<Query<ProbeParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     authorize(&state, &headers)?;
+    let Query(params) = params.map_err(bad_query)?;
+    let force = params.force.unwrap_or(false);
     let tx = state
         .probe_tx
         .read()
@@ -548,6 +561,7 @@ async fn probe(
     let (reply, answer) = oneshot::channel();
     let req = ProbeNow {
         id: id.clone(),
+        force,
         reply,
     };
     let unavailable = || {
@@ -566,7 +580,7 @@ async fn probe(
         .map_err(|_| unavailable())?;
     state.record(
         "api_probe",
-        json!({"connection_id": id, "answer": format!("{answer:?}")}),
+        json!({"connection_id": id, "force": force, "answer": answer.to_string()}),
     );
     match answer {
         ProbeNowAnswer::Started => Ok((
@@ -599,6 +613,102 @@ async fn probe(
 #[serde(deny_unknown_fields)]
 struct ReplayParams {
     sink: Option<String>,
+}
+
+async fn silences(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize_read(&state, &headers)?;
+    let now = now_ms();
+    let list = read(&state, move |s| {
+        crate::store::silences::list(s, now - 86_400_000).map_err(ApiError::internal)
+    })
+    .await?;
+    let views: Vec<_> = list.into_iter().map(|s| s.view(now)).collect();
+    Ok(Json(json!({"silences": views})))
+}
+
+/// `POST /api/v1/silences`: `{"connections": ["erp"] | "all": true,
+/// "for": "1h" | "until": "2026-12-02T18:00:00Z", "reason": "…"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    #[serde(default)]
+    connections: Vec<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(rename = "for")]
+    length: Option<String>,
+    until: Option<String>,
+    reason: String,
+}
+
+async fn add_silence(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: Result<Json<NewSilence>, JsonRejection>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers)?;
+    let Json(b) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let length = b
+        .length
+        .as_deref()
+        .map(crate::config::parse_duration)
+        .transpose()
+        .map_err(|e| bad(format!("for: {e}")))?;
+    let req = crate::store::silences::Request {
+        connections: b.connections,
+        all: b.all,
+        length,
+        until: b.until,
+        reason: b.reason,
+    };
+    let path = state.database.clone();
+    let now = now_ms();
+    let added = tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&path).map_err(ApiError::internal)?;
+        let (connections, length) = crate::store::silences::check(&store, &req, now)
+            .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
+        crate::store::silences::add(&mut store, connections, now, length, &req.reason, "api")
+            .map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    state.record(
+        "api_silence_add",
+        json!({"silence_id": added.id, "connections": added.connections,
+               "until": rfc3339(added.ends_ms), "reason": added.reason}),
+    );
+    Ok((StatusCode::CREATED, Json(added.view(now))).into_response())
+}
+
+async fn end_silence(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<crate::store::silences::SilenceView>> {
+    authorize(&state, &headers)?;
+    let path = state.database.clone();
+    let now = now_ms();
+    let sid = id.clone();
+    let ended = tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&path).map_err(ApiError::internal)?;
+        crate::store::silences::end(&mut store, &sid, now).map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let Some(s) = ended else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_silence",
+            format!("no silence {id:?}"),
+        ));
+    };
+    state.record("api_silence_end", json!({"silence_id": s.id}));
+    Ok(Json(s.view(now)))
 }
 
 async fn replay(

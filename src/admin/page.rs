@@ -133,9 +133,14 @@ fn row(out: &mut String, r: &StatusRow, hourly: &[Hourly], this_hour: UnixMs) {
         ),
         None => String::new(),
     };
-    let suppressed = match &r.suppressed {
-        Some(s) => format!(r#" <small class="muted">({})</small>"#, esc(s)),
-        None => String::new(),
+    let suppressed = match (&r.suppressed, &r.silence) {
+        (Some(s), Some(sil)) if s == "silenced" => format!(
+            r#" <small class="muted">(silenced until <time datetime="{0}">{0}</time>: {1})</small>"#,
+            esc(&sil.ends_at),
+            esc(&sil.reason)
+        ),
+        (Some(s), _) => format!(r#" <small class="muted">({})</small>"#, esc(s)),
+        (None, _) => String::new(),
     };
     let error = match &r.last_error {
         Some(e) if is_problem(&r.health) => esc(&e.message),

@@ -5,6 +5,7 @@ pub mod check;
 pub mod events;
 pub mod history;
 pub mod probe;
+pub mod silence;
 pub mod status;
 
 use crate::model::UnixMs;

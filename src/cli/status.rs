@@ -50,7 +50,13 @@ fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
                 r.resolve_within_s
                     .map(|s| super::until(now + s * 1000, now).replace("in ", ""))
                     .unwrap_or_else(|| "-".into()),
-                r.suppressed.clone().unwrap_or_else(|| "-".into()),
+                match (&r.suppressed, &r.silence) {
+                    (Some(s), Some(sil)) if s == "silenced" => {
+                        format!("silenced (ends {})", super::until(sil.ends_ms, now))
+                    }
+                    (Some(s), _) => s.clone(),
+                    (None, _) => "-".into(),
+                },
                 shorten(&err, 60),
             ]
         })

@@ -19,28 +19,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way the config writes it (`30s`, `5m`,
-/// `1h 30m`, `30d`), to the millisecond; [`parse_duration`] reads it back.
+/// `1h 30m`, `30d`), exactly (down to `ns`); [`parse_duration`] reads it
+/// back.
 pub fn format_duration(d: Duration) -> String {
-    let mut ms = d.as_millis();
+    if d.is_zero() {
+        return "0s".into();
+    }
+    let mut ns = d.as_nanos();
     let mut parts = Vec::new();
     for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
+        ("d", 86_400_000_000_000u128),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
     ] {
-        if ms >= size {
-            parts.push(format!("{}{unit}", ms / size));
-            ms %= size;
+        if ns >= size {
+            parts.push(format!("{}{unit}", ns / size));
+            ns %= size;
         }
-    }
-    if parts.is_empty() {
-        return if d.is_zero() {
-            "0s".into()
-        } else {
-            format!("{}us", d.as_micros())
-        };
     }
     parts.join(" ")
 }
@@ -79,6 +78,7 @@ mod tests {
             "1m 30s 500ms"
         );
         assert_eq!(format_duration(Duration::from_micros(40)), "40us");
+        assert_eq!(format_duration(Duration::from_nanos(1)), "1ns");
         for ms in [1, 999, 60_000, 86_400_001, 3_650 * 86_400_000u64] {
             let d = Duration::from_millis(ms);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{ms}");

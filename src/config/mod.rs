@@ -409,6 +409,15 @@ impl Config {
         validate::validate_daemon(raw, path, &spans, &loc, &|name| std::env::var(name).ok())
     }
 
+    /// Loads `[daemon]` with the admin token (and no other secret): for
+    /// commands that ask the running daemon through its admin API.
+    pub fn load_admin(path: &Path) -> Result<Daemon, ConfigErrors> {
+        let text = read(path)?;
+        let loc = error::Locator::new(path, &text);
+        let (raw, spans) = parse_raw(&text, &loc)?;
+        validate::validate_admin(raw, path, &spans, &loc, &|name| std::env::var(name).ok())
+    }
+
     /// The ids of the `[[sink]]` tables as written, without reading any of
     /// their keys (so without their secrets): for commands that only name
     /// a sink.

@@ -598,13 +598,35 @@ pub(super) fn validate(
     }
 }
 
-/// Only `[daemon]`; see [`Config::load_daemon`].
+/// Only `[daemon]`, without the admin token; see [`Config::load_daemon`].
 pub(super) fn validate_daemon(
     raw: RawConfig,
     path: &Path,
     spans: &Spans,
     loc: &Locator<'_>,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Daemon, ConfigErrors> {
+    daemon_only(raw, path, spans, loc, env, false)
+}
+
+/// Only `[daemon]`, with the admin token; see [`Config::load_admin`].
+pub(super) fn validate_admin(
+    raw: RawConfig,
+    path: &Path,
+    spans: &Spans,
+    loc: &Locator<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Daemon, ConfigErrors> {
+    daemon_only(raw, path, spans, loc, env, true)
+}
+
+fn daemon_only(
+    raw: RawConfig,
+    path: &Path,
+    spans: &Spans,
+    loc: &Locator<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    token: bool,
 ) -> Result<Daemon, ConfigErrors> {
     let mut cx = Ctx {
         spans,
@@ -615,7 +637,7 @@ pub(super) fn validate_daemon(
         expects: Vec::new(),
         pem_ok: HashSet::new(),
     };
-    let d = daemon(&mut cx, raw.daemon.unwrap_or_default(), false);
+    let d = daemon(&mut cx, raw.daemon.unwrap_or_default(), token);
     if cx.errors.is_empty() {
         Ok(d)
     } else {

@@ -139,6 +139,33 @@ impl MonitorState {
         }
     }
 
+    /// Lets the next probe through now, for one probe: an open circuit's
+    /// wait ends (the probe is its trial) and an expired-credentials hold
+    /// ends; with `retry_after`, a rate limit's hold too. What the probe
+    /// answers sets the holds again.
+    pub fn lift(&mut self, now: UnixMs, retry_after: bool) {
+        if self.breaker.circuit == Circuit::Open {
+            self.breaker.open_until = Some(now);
+        }
+        self.hold.auth_until = None;
+        if retry_after {
+            self.hold.rate_limited_until = None;
+        }
+    }
+
+    /// After a reload: holds longer than the connection's settings now
+    /// allow are cut to them (a shorter `auth_interval`, `open_for` or
+    /// `max_open_for` takes effect at once, not after the old wait).
+    pub fn fit(&mut self, cfg: &Connection, now: UnixMs) {
+        if let Some(t) = self.hold.auth_until.as_mut() {
+            *t = (*t).min(now + cfg.auth_interval.as_millis() as i64);
+        }
+        if let (Circuit::Open, Some(t)) = (self.breaker.circuit, self.breaker.open_until.as_mut()) {
+            let longest = breaker::open_wait(&cfg.breaker, self.breaker.reopens, 1.0);
+            *t = (*t).min(now + longest);
+        }
+    }
+
     /// Confirmed failing: a failure health, or a circuit that is not closed.
     /// Children of such a connection are paused.
     pub fn confirmed_failing(&self) -> bool {

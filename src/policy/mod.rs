@@ -140,6 +140,8 @@ impl SinkClass {
 pub enum Reason {
     /// A maintenance window covers it: everything is held.
     Maintenance,
+    /// An operator silenced it: everything is held.
+    Silenced,
     /// Its parent (`depends_on`) is failing or suspected: everything is held.
     Parent,
     /// It is flapping: per-change events are held.
@@ -150,6 +152,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Maintenance => "maintenance",
+            Reason::Silenced => "silenced",
             Reason::Parent => "parent",
             Reason::Flapping => "flapping",
         }

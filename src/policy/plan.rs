@@ -33,16 +33,20 @@ pub struct Probe<'a> {
 }
 
 /// Why a connection's events are held back now, the strongest reason first:
-/// a maintenance window, a failing or suspected parent (both hold every
-/// event), flapping (holds per-change events only).
+/// a maintenance window, an operator's silence, a failing or suspected
+/// parent (these hold every event), flapping (holds per-change events
+/// only).
 pub fn held(
     maintenance_until: Option<UnixMs>,
+    silenced_until: Option<UnixMs>,
     now: UnixMs,
     parent: Option<&MonitorState>,
     own: &MonitorState,
 ) -> Held {
     let all = if maintenance_until.is_some_and(|t| now < t) {
         Some(Reason::Maintenance)
+    } else if silenced_until.is_some_and(|t| now < t) {
+        Some(Reason::Silenced)
     } else if parent.is_some_and(MonitorState::suspected) {
         Some(Reason::Parent)
     } else {

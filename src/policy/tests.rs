@@ -438,33 +438,43 @@ fn a_trial_and_a_catch_up_without_a_probe() {
 }
 
 #[test]
-fn holds_come_from_maintenance_the_parent_and_flapping() {
+fn holds_come_from_maintenance_silences_the_parent_and_flapping() {
     let own = MonitorState::default();
-    let maint = held(Some(10_000), 9_999, None, &own);
+    let maint = held(Some(10_000), None, 9_999, None, &own);
     assert_eq!(maint.per_change, Some(Reason::Maintenance));
     assert_eq!(maint.other, Some(Reason::Maintenance));
     assert_eq!(
-        held(Some(10_000), 10_000, None, &own),
+        held(Some(10_000), None, 10_000, None, &own),
         NONE,
         "ends at its end"
+    );
+    let silenced = held(None, Some(10_000), 9_999, None, &own);
+    assert_eq!(
+        (silenced.per_change, silenced.other),
+        (Some(Reason::Silenced), Some(Reason::Silenced))
+    );
+    assert_eq!(
+        held(Some(5), Some(10_000), 0, None, &own).per_change,
+        Some(Reason::Maintenance),
+        "the window is named first"
     );
     // A parent whose last probe failed is suspected: its children wait.
     let mut parent = MonitorState::default();
     parent.health.last = Some(Outcome::Offline);
-    let p = held(None, 0, Some(&parent), &own);
+    let p = held(None, None, 0, Some(&parent), &own);
     assert_eq!(
         (p.per_change, p.other),
         (Some(Reason::Parent), Some(Reason::Parent))
     );
     assert_eq!(
-        held(Some(5), 0, Some(&parent), &own).per_change,
+        held(Some(5), None, 0, Some(&parent), &own).per_change,
         Some(Reason::Maintenance),
         "maintenance is the stronger reason"
     );
     // Flapping holds per-change events only.
     let mut flapping = MonitorState::default();
     flapping.flap.flapping = true;
-    let f = held(None, 0, None, &flapping);
+    let f = held(None, None, 0, None, &flapping);
     assert_eq!((f.per_change, f.other), (Some(Reason::Flapping), None));
 }
 
@@ -533,7 +543,7 @@ fn drive(seq: &[(Outcome, bool)]) -> (Vec<Planned>, MonitorState) {
         if st.gate(t).is_some() {
             continue;
         }
-        let hold = held(until, t, None, &st);
+        let hold = held(until, None, t, None, &st);
         if st.breaker.begin_probe(t).is_some() {
             out.extend(after_trial(t, hold, &r));
         }
@@ -554,7 +564,7 @@ fn drive(seq: &[(Outcome, bool)]) -> (Vec<Planned>, MonitorState) {
                 backoff: 0.5,
             },
         );
-        let hold = held(until, t, None, &st);
+        let hold = held(until, None, t, None, &st);
         let p = Probe {
             at: t,
             observed: &observed,

@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod query;
 pub mod retention;
 mod schema;
+pub mod silences;
 pub mod writer;
 
 use crate::model::{Health, UnixMs};

@@ -43,6 +43,8 @@ pub struct StatusRow {
     /// writing): what it shows is as of its last write, and nothing is
     /// due.
     pub stale: bool,
+    /// The operator's silence in force on it, if any.
+    pub silence: Option<SilenceNote>,
     pub flapping: bool,
     /// What the operator should know: `sync_pointer_missing` (the
     /// configured sync pointer found nothing in the first bodies).
@@ -80,6 +82,17 @@ pub fn daemon_running(store: &Store, now: UnixMs) -> Result<super::daemon_row::R
         now,
         super::daemon_row::is_connwatch,
     ))
+}
+
+/// A silence as a status row shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SilenceNote {
+    pub id: String,
+    pub ends_at: String,
+    pub reason: String,
+    pub created_by: String,
+    #[serde(skip)]
+    pub ends_ms: UnixMs,
 }
 
 /// The connection columns `status` reads.
@@ -146,9 +159,21 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
         .map_err(|e| sq(p, e))?
         .collect::<rusqlite::Result<_>>()
         .map_err(|e| sq(p, e))?;
+    let silences = super::silences::current(&store.db, now).map_err(|e| sq(p, e))?;
     let mut out = Vec::with_capacity(rows.len());
     for c in rows {
         let last = last_probe(store, c.key)?;
+        let silence = silences
+            .iter()
+            .filter(|s| s.active(now) && s.covers(&c.id))
+            .max_by_key(|s| s.until())
+            .map(|s| SilenceNote {
+                id: s.id.clone(),
+                ends_at: crate::model::rfc3339(s.until()),
+                reason: s.reason.clone(),
+                created_by: s.created_by.clone(),
+                ends_ms: s.until(),
+            });
         let state = c
             .state
             .as_deref()
@@ -217,6 +242,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
             resolve_within_s,
             suppressed: c.suppressed,
             stale: false,
+            silence,
             flapping,
             notes,
             sent_health: c.sent_health,

@@ -142,6 +142,19 @@ const MIGRATIONS: &[&str] = &[
         stopped_at INTEGER             -- set on a clean stop
     );
     ",
+    // 7: operators' silences.
+    "
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,           -- sil_<ulid>
+        connections TEXT,              -- JSON array of connection ids; NULL: every connection
+        starts_at INTEGER NOT NULL,    -- unix ms
+        ends_at INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_by TEXT NOT NULL,      -- who asked: the CLI's user, or the admin API
+        ended_at INTEGER               -- ended early by an operator
+    );
+    CREATE INDEX silences_ends ON silences (ends_at);
+    ",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
