@@ -207,6 +207,17 @@ impl From<connwatch::store::StoreError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run | Command::Sandbox { .. }) {
+        // A command whose output goes to `head` ends quietly when the pipe
+        // closes, as Unix tools do, instead of panicking on the write.
+        // (The daemon keeps SIGPIPE ignored: a closed socket is an error
+        // to handle, not a reason to die.)
+        // SAFETY: setting a signal's disposition to its default, before
+        // any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(m)) => {

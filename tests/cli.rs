@@ -168,3 +168,36 @@ fn prune_applies_retention() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("pruned 1 probe rows"));
 }
+
+/// Output cut short by the reader (`| head`) ends the command quietly.
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    use std::io::Read;
+    let mut text = String::from("[daemon]\ndatabase = \"cw.db\"\n");
+    for i in 0..3_000 {
+        text.push_str(&format!(
+            "[[connection]]\nid = \"c{i}\"\nurl = \"http://127.0.0.1:9/{i}\"\n"
+        ));
+    }
+    let s = Setup::new(&text);
+    let mut child = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&s.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The reader has gone (its end dropped above).
+    let out = wait_output(child, std::time::Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {:?}",
+        out.status
+    );
+}

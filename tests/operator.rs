@@ -144,6 +144,19 @@ url = "http://{hook}/hook"
         (vec!["events", "--pending", "--json"], Some(0)),
         (vec!["events", "--dead"], Some(0)),
         (vec!["audit", "verify"], Some(0)),
+        (vec!["silence", "list"], Some(0)),
+        (
+            vec![
+                "silence",
+                "add",
+                "down",
+                "--for",
+                "1m",
+                "--reason",
+                "no secrets",
+            ],
+            Some(0),
+        ),
         (
             vec!["events", "replay", &event_id, "--sink", "hook"],
             Some(0),
