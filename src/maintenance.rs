@@ -10,6 +10,51 @@ use crate::model::UnixMs;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// Until when each connection slot is covered (by windows, or by
+/// silences), and the earliest of those ends.
+#[derive(Debug, Default)]
+struct Cover {
+    until: Vec<Option<UnixMs>>,
+    earliest: Option<UnixMs>,
+}
+
+impl Cover {
+    fn new(n: usize) -> Cover {
+        Cover {
+            until: vec![None; n],
+            earliest: None,
+        }
+    }
+
+    /// Covers `slot` until `end` (or longer, if it already is).
+    fn extend(&mut self, slot: usize, end: UnixMs) {
+        if let Some(u) = self.until.get_mut(slot) {
+            *u = Some(u.map_or(end, |t| t.max(end)));
+        }
+        self.earliest = Some(self.earliest.map_or(end, |t| t.min(end)));
+    }
+
+    fn until(&self, slot: usize) -> Option<UnixMs> {
+        self.until.get(slot).copied().flatten()
+    }
+
+    /// The slots whose cover has ended by `now` (no longer covered).
+    fn end_due(&mut self, now: UnixMs) -> Vec<usize> {
+        if self.earliest.is_none_or(|t| t > now) {
+            return Vec::new();
+        }
+        let mut ended = Vec::new();
+        for (slot, u) in self.until.iter_mut().enumerate() {
+            if u.is_some_and(|t| t <= now) {
+                *u = None;
+                ended.push(slot);
+            }
+        }
+        self.earliest = self.until.iter().flatten().copied().min();
+        ended
+    }
+}
+
 /// One configured window.
 #[derive(Debug)]
 struct Window {
@@ -21,10 +66,7 @@ struct Window {
 #[derive(Debug, Default)]
 pub struct Windows {
     windows: Vec<Window>,
-    /// Per connection slot: covered until then.
-    until: Vec<Option<UnixMs>>,
-    /// The earliest of `until`.
-    earliest: Option<UnixMs>,
+    cover: Cover,
 }
 
 impl Windows {
@@ -40,8 +82,7 @@ impl Windows {
     ) -> (Windows, Vec<String>, Vec<(usize, UnixMs)>) {
         let mut w = Windows {
             windows: Vec::with_capacity(config.len()),
-            until: vec![None; n],
-            earliest: None,
+            cover: Cover::new(n),
         };
         let mut open = Vec::new();
         let mut schedules = Vec::with_capacity(config.len());
@@ -55,7 +96,7 @@ impl Windows {
             };
             if let Some(end) = active_window_end(&m.schedule, m.duration, now) {
                 for &s in &slots {
-                    w.cover(s, end);
+                    w.cover.extend(s, end);
                 }
                 open.push((i, end));
             }
@@ -65,23 +106,12 @@ impl Windows {
             });
             schedules.push(m.schedule.clone());
         }
-        w.refresh();
         (w, schedules, open)
     }
 
-    fn cover(&mut self, slot: usize, end: UnixMs) {
-        if let Some(u) = self.until.get_mut(slot) {
-            *u = Some(u.map_or(end, |t| t.max(end)));
-        }
-    }
-
-    fn refresh(&mut self) {
-        self.earliest = self.until.iter().flatten().copied().min();
-    }
-
-    /// Until when `slot` is covered, if it is (or was, before [`Windows::end_due`]).
+    /// Until when `slot` is covered, if it is.
     pub fn until(&self, slot: usize) -> Option<UnixMs> {
-        self.until.get(slot).copied().flatten()
+        self.cover.until(slot)
     }
 
     /// Window `i` starts at `now`: the slots it covers, and its end.
@@ -90,40 +120,26 @@ impl Windows {
         let end = now + w.duration.as_millis() as i64;
         let slots = w.slots.clone();
         for &s in &slots {
-            self.cover(s, end);
+            self.cover.extend(s, end);
         }
-        self.refresh();
         Some((slots, end))
     }
 
     /// The slots whose window has ended by `now` (no longer covered).
     pub fn end_due(&mut self, now: UnixMs) -> Vec<usize> {
-        if self.earliest.is_none_or(|t| t > now) {
-            return Vec::new();
-        }
-        let mut ended = Vec::new();
-        for (slot, u) in self.until.iter_mut().enumerate() {
-            if u.is_some_and(|t| t <= now) {
-                *u = None;
-                ended.push(slot);
-            }
-        }
-        self.refresh();
-        ended
+        self.cover.end_due(now)
     }
 
     /// When the next window ends.
     pub fn next_end(&self) -> Option<UnixMs> {
-        self.earliest
+        self.cover.earliest
     }
 }
 
 /// Operators' silences, by connection slot.
 #[derive(Debug, Default)]
 pub struct Silenced {
-    /// Per slot: the latest end of the silences in force that cover it.
-    until: Vec<Option<UnixMs>>,
-    earliest: Option<UnixMs>,
+    cover: Cover,
 }
 
 /// What a new set of silences changed.
@@ -145,58 +161,41 @@ impl Silenced {
         n: usize,
         now: UnixMs,
     ) -> Changed {
-        let mut until: Vec<Option<UnixMs>> = vec![None; n];
-        let mut cover = |slot: usize, end: UnixMs| {
-            if let Some(u) = until.get_mut(slot) {
-                *u = Some(u.map_or(end, |t| t.max(end)));
-            }
-        };
+        let mut cover = Cover::new(n);
         for s in silences.iter().filter(|s| s.active(now)) {
             match &s.connections {
-                None => (0..n).for_each(|slot| cover(slot, s.until())),
+                None => (0..n).for_each(|slot| cover.extend(slot, s.until())),
                 Some(ids) => ids
                     .iter()
                     .filter_map(|id| index.get(id.as_str()))
-                    .for_each(|slot| cover(*slot, s.until())),
+                    .for_each(|slot| cover.extend(*slot, s.until())),
             }
         }
         let mut changed = Changed::default();
-        for (slot, now_until) in until.iter().enumerate() {
-            match (self.until.get(slot).copied().flatten(), *now_until) {
+        for slot in 0..n {
+            match (self.cover.until(slot), cover.until(slot)) {
                 (None, Some(_)) => changed.started.push(slot),
                 (Some(_), None) => changed.ended.push(slot),
                 _ => {}
             }
         }
-        self.earliest = until.iter().flatten().copied().min();
-        self.until = until;
+        self.cover = cover;
         changed
     }
 
     /// Until when a silence covers `slot`.
     pub fn until(&self, slot: usize) -> Option<UnixMs> {
-        self.until.get(slot).copied().flatten()
+        self.cover.until(slot)
     }
 
     /// The slots whose silences have all ended by `now`.
     pub fn end_due(&mut self, now: UnixMs) -> Vec<usize> {
-        if self.earliest.is_none_or(|t| t > now) {
-            return Vec::new();
-        }
-        let mut ended = Vec::new();
-        for (slot, u) in self.until.iter_mut().enumerate() {
-            if u.is_some_and(|t| t <= now) {
-                *u = None;
-                ended.push(slot);
-            }
-        }
-        self.earliest = self.until.iter().flatten().copied().min();
-        ended
+        self.cover.end_due(now)
     }
 
     /// When the next silence ends.
     pub fn next_end(&self) -> Option<UnixMs> {
-        self.earliest
+        self.cover.earliest
     }
 }
 

@@ -406,7 +406,14 @@ impl Config {
         let text = read(path)?;
         let loc = error::Locator::new(path, &text);
         let (raw, spans) = parse_raw(&text, &loc)?;
-        validate::validate_daemon(raw, path, &spans, &loc, &|name| std::env::var(name).ok())
+        validate::validate_daemon(
+            raw,
+            path,
+            &spans,
+            &loc,
+            &|name| std::env::var(name).ok(),
+            false,
+        )
     }
 
     /// Loads `[daemon]` with the admin token (and no other secret): for
@@ -415,7 +422,14 @@ impl Config {
         let text = read(path)?;
         let loc = error::Locator::new(path, &text);
         let (raw, spans) = parse_raw(&text, &loc)?;
-        validate::validate_admin(raw, path, &spans, &loc, &|name| std::env::var(name).ok())
+        validate::validate_daemon(
+            raw,
+            path,
+            &spans,
+            &loc,
+            &|name| std::env::var(name).ok(),
+            true,
+        )
     }
 
     /// The ids of the `[[sink]]` tables as written, without reading any of

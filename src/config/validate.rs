@@ -598,29 +598,9 @@ pub(super) fn validate(
     }
 }
 
-/// Only `[daemon]`, without the admin token; see [`Config::load_daemon`].
+/// Only `[daemon]`, with the admin token or not; see
+/// [`Config::load_daemon`] and [`Config::load_admin`].
 pub(super) fn validate_daemon(
-    raw: RawConfig,
-    path: &Path,
-    spans: &Spans,
-    loc: &Locator<'_>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Daemon, ConfigErrors> {
-    daemon_only(raw, path, spans, loc, env, false)
-}
-
-/// Only `[daemon]`, with the admin token; see [`Config::load_admin`].
-pub(super) fn validate_admin(
-    raw: RawConfig,
-    path: &Path,
-    spans: &Spans,
-    loc: &Locator<'_>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Daemon, ConfigErrors> {
-    daemon_only(raw, path, spans, loc, env, true)
-}
-
-fn daemon_only(
     raw: RawConfig,
     path: &Path,
     spans: &Spans,
