@@ -97,10 +97,8 @@ impl Generation {
             .map_err(|e| SetupError(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let dispatcher = Dispatcher::new(
-            db_path,
-            &config.sinks,
+            config,
             Arc::clone(&shared.wake),
-            config.daemon.shutdown_timeout,
             Arc::clone(&shared.liveness.pending_deliveries),
             shared.audit.clone(),
         )?;
@@ -571,7 +569,7 @@ async fn storage_alarm(
             continue;
         };
         for s in &sinks {
-            let r = crate::sinks::send_unstored(s, &env, &client).await;
+            let r = crate::sinks::send_unstored(s, &env, &client, &Default::default()).await;
             let sent = matches!(r.verdict, crate::deliver::retry::Verdict::Done);
             tracing::warn!(
                 sink = %s.id,

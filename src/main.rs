@@ -500,7 +500,8 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                 .ok_or_else(|| {
                     Failure::Usage(format!("no sink {sink:?} in {}", cli.config.display()))
                 })?;
-            let r = runtime()?.block_on(connwatch::cli::events::test_sink(&sink));
+            let dir = connwatch::sinks::Directory::of(&config);
+            let r = runtime()?.block_on(connwatch::cli::events::test_sink(&sink, &dir));
             println!("{}", connwatch::cli::events::render_test(&sink.id, &r));
             if r.verdict == connwatch::deliver::retry::Verdict::Done {
                 Ok(())

@@ -24,7 +24,20 @@ fn files_with(ext: &str) -> Vec<PathBuf> {
         .map(|e| e.expect("readable folder entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == ext))
         .collect();
-    v.sort();
+    // By number: 100 comes after 99.
+    v.sort_by_key(|p| {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let n: u32 = name
+            .split('-')
+            .next()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(u32::MAX);
+        (n, name)
+    });
     v
 }
 

@@ -262,41 +262,6 @@ fn a_wrong_sync_pointer_is_shown_not_silent() {
     assert!(right["notes"].as_array().unwrap().is_empty());
 }
 
-/// Each connection answers as set: `up`, `down` (503) or `401`.
-#[derive(Clone, Default)]
-struct Platform(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, &'static str>>>);
-
-impl Platform {
-    fn set(&self, id: &str, how: &'static str) {
-        self.0.lock().unwrap().insert(id.to_string(), how);
-    }
-}
-
-fn platform() -> (std::net::SocketAddr, Platform) {
-    use axum::extract::{Path, State};
-    use axum::http::StatusCode;
-    let p = Platform::default();
-    let app = axum::Router::new()
-        .route(
-            "/c/{id}",
-            axum::routing::get(
-                |State(p): State<Platform>, Path(id): Path<String>| async move {
-                    let how = p.0.lock().unwrap().get(&id).copied().unwrap_or("up");
-                    match how {
-                        "down" => (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"offline"}"#),
-                        "401" => (
-                            StatusCode::UNAUTHORIZED,
-                            r#"{"error":{"code":"CREDENTIALS_EXPIRED"}}"#,
-                        ),
-                        _ => (StatusCode::OK, r#"{"status":"online"}"#),
-                    }
-                },
-            ),
-        )
-        .with_state(p.clone());
-    (serve_on_thread(app), p)
-}
-
 /// A webhook receiver: the envelopes it got.
 fn hook() -> (
     std::net::SocketAddr,

@@ -33,6 +33,13 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Where connection `id` is on the page served at `base` (`[daemon]
+/// public_url`): its row, `#conn-{id}` (ids are `[A-Za-z0-9_.-]`, safe in
+/// a fragment). Messages for people link here.
+pub fn link(base: &url::Url, id: &str) -> String {
+    format!("{}/#conn-{id}", base.as_str().trim_end_matches('/'))
+}
+
 /// Whether a health is a problem worth listing first.
 fn is_problem(health: &str) -> bool {
     !matches!(health, "online" | "unknown")

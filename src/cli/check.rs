@@ -32,6 +32,9 @@ pub fn plan(c: &Config) -> String {
             let _ = writeln!(out, "admin API: off (no [daemon] listen)");
         }
     }
+    if let Some(u) = &c.daemon.public_url {
+        let _ = writeln!(out, "messages link to the status page at {u}");
+    }
     if let Some(sb) = c.sandbox.as_ref().filter(|s| s.enabled) {
         let _ = writeln!(out, "sandbox: serving on {}", sb.listen);
     }

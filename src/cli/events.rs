@@ -68,7 +68,7 @@ pub fn render(rows: &[EventRow], now: crate::model::UnixMs) -> String {
 }
 
 /// Sends a synthetic event to `sink` once.
-pub async fn test_sink(sink: &Sink) -> AttemptResult {
+pub async fn test_sink(sink: &Sink, dir: &crate::sinks::Directory) -> AttemptResult {
     let now = crate::model::now_ms();
     let env = Envelope::new(
         EventKind::StatusChanged,
@@ -78,7 +78,7 @@ pub async fn test_sink(sink: &Sink) -> AttemptResult {
             "error": {"kind": "http_status", "message": "synthetic test event", "http_status": 503}}),
     );
     let client = crate::sinks::http::client().unwrap_or_default();
-    crate::sinks::send_unstored(sink, &env, &client).await
+    crate::sinks::send_unstored(sink, &env, &client, dir).await
 }
 
 pub fn render_test(id: &str, r: &AttemptResult) -> String {
@@ -97,7 +97,7 @@ pub fn render_test(id: &str, r: &AttemptResult) -> String {
     if let Some(st) = r.status {
         s.push_str(&format!(" (status {st})"));
     }
-    if let Some(e) = &r.error {
+    if let Some(e) = r.error.as_ref().or(r.answer.as_ref()) {
         s.push_str(&format!("\n  {e}"));
     }
     s

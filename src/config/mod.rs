@@ -115,6 +115,9 @@ pub struct Daemon {
     pub scheduler_tick: Duration,
     pub history_flush: Duration,
     pub shutdown_timeout: Duration,
+    /// Where people reach the status page (through a proxy, say): messages
+    /// for people link to a connection's row there.
+    pub public_url: Option<Url>,
 }
 
 /// When a connection is probed.

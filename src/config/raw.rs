@@ -35,6 +35,7 @@ pub struct RawDaemon {
     pub scheduler_tick: Option<String>,
     pub history_flush: Option<String>,
     pub shutdown_timeout: Option<String>,
+    pub public_url: Option<String>,
 }
 
 /// One `[[connection]]`, or `[defaults]` (which the schema forbids `id`,

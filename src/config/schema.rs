@@ -114,6 +114,7 @@ pub const DAEMON: &[Field] = &[
     leaf("scheduler_tick"),
     leaf("history_flush"),
     leaf("shutdown_timeout"),
+    leaf("public_url"),
 ];
 
 /// Keys every `[[sink]]` has; each kind adds its own.

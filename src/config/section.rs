@@ -74,7 +74,12 @@ impl<'s, 'c> Section<'s, 'c> {
 
     /// "a webhook sink needs a `url`", at the section.
     pub fn missing(&mut self, key: &str) {
-        let msg = format!("a {} sink needs a `{key}`", self.kind);
+        let article = if self.kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        let msg = format!("{article} {} sink needs a `{key}`", self.kind);
         self.fail("", msg);
     }
 
@@ -115,6 +120,22 @@ impl<'s, 'c> Section<'s, 'c> {
         let raw = self.raw_str(key)?;
         let at = self.at(key);
         self.cx.url(raw, &at)
+    }
+
+    /// A URL of any scheme (the kind checks which and what else it
+    /// allows), `${VAR}` expanded. The text may hold a secret: an error
+    /// names the problem, not the value.
+    pub fn any_url(&mut self, key: &'static str) -> Option<Url> {
+        let raw = self.raw_str(key)?;
+        let at = self.at(key);
+        let s = self.cx.string(raw, &at)?;
+        match Url::parse(&s) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                self.fail(key, format!("invalid URL ({e})"));
+                None
+            }
+        }
     }
 
     /// A duration within `[min, max]`.

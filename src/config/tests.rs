@@ -141,7 +141,7 @@ fn bad_configs_name_line_and_problem() {
         ("failure rate > 1", &format!("{MIN}breaker = {{ failure_rate = 1.5 }}\n"), 4, &["failure_rate"]),
         ("min_probes > window", &format!("{MIN}breaker = {{ window = 5, min_probes = 10 }}\n"), 4, &["min_probes (10) is larger than window (5)"]),
         ("unknown sink reference", &format!("{MIN}sinks = [\"opz\"]\n[[sink]]\nid = \"ops\"\nkind = \"log\"\n"), 4, &["no sink with id \"opz\"", "did you mean \"ops\""]),
-        ("bad sink kind", "[[sink]]\nid = \"s\"\nkind = \"email\"\n", 3, &["unknown sink kind \"email\""]),
+        ("bad sink kind", "[[sink]]\nid = \"s\"\nkind = \"sms\"\n", 3, &["unknown sink kind \"sms\""]),
         ("webhook without url", "[[sink]]\nid = \"s\"\nkind = \"webhook\"\n", 1, &["needs a `url`"]),
         ("bad webhook secret", "[[sink]]\nid = \"s\"\nkind = \"webhook\"\nurl = \"http://h/\"\nsecret = \"plain\"\n", 5, &["whsec_"]),
         ("pagerduty without key", "[[sink]]\nid = \"s\"\nkind = \"pagerduty\"\n", 1, &["routing_key"]),

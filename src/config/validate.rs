@@ -795,6 +795,18 @@ fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon, secrets: bool) -> Daemon {
             )
         })
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    let public_url = d.public_url.as_ref().and_then(|s| {
+        let u = cx.url(s, "daemon.public_url")?;
+        if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+            cx.err(
+                "daemon.public_url",
+                "the status page's address takes no query, fragment or user name \
+                 (e.g. \"https://connwatch.example.com/\")",
+            );
+            return None;
+        }
+        Some(u)
+    });
     Daemon {
         database,
         audit_log,
@@ -807,6 +819,7 @@ fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon, secrets: bool) -> Daemon {
         scheduler_tick,
         history_flush,
         shutdown_timeout,
+        public_url,
     }
 }
 

@@ -44,7 +44,7 @@ use crate::store::outbox::{self, Attempt, Due, Order};
 use retry::{Backoff, Verdict};
 use rusqlite::Connection as Db;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
@@ -117,6 +117,8 @@ pub struct Dispatcher {
     /// Every sink as the policy sees it (`system.error` routing).
     policies: Vec<SinkPolicy>,
     client: reqwest::Client,
+    /// Connections' names and pages, for chat sinks.
+    dir: Arc<crate::sinks::Directory>,
     wake: Arc<Notify>,
     /// When each sink last raised `system.error`.
     last_system_error: HashMap<String, Instant>,
@@ -134,13 +136,13 @@ impl Dispatcher {
     /// Opens its own connection to the database. `wake` is notified by the
     /// writer when deliveries are committed.
     pub fn new(
-        path: &Path,
-        sinks: &[Sink],
+        config: &crate::config::Config,
         wake: Arc<Notify>,
-        shutdown_timeout: Duration,
         pending: Arc<std::sync::atomic::AtomicUsize>,
         audit: Option<crate::ops::audit::Audit>,
     ) -> crate::store::Result<Dispatcher> {
+        let path = config.daemon.database.as_path();
+        let sinks = &config.sinks;
         let mut store = crate::store::Store::open(path)?;
         let client = crate::sinks::http::client().map_err(|e| crate::store::StoreError::Io {
             path: "http client".into(),
@@ -179,6 +181,7 @@ impl Dispatcher {
                 .collect(),
             policies: sinks.iter().map(Sink::policy).collect(),
             client,
+            dir: Arc::new(crate::sinks::Directory::of(config)),
             wake,
             last_system_error: HashMap::new(),
             pending,
@@ -186,7 +189,7 @@ impl Dispatcher {
             audit,
             done_tx,
             done_rx,
-            shutdown_timeout,
+            shutdown_timeout: config.daemon.shutdown_timeout,
         };
         d.restore_standing();
         Ok(d)
@@ -379,6 +382,7 @@ impl Dispatcher {
         lane.last_sent = Some(Instant::now());
         let sink = Arc::clone(&lane.sink);
         let client = self.client.clone();
+        let dir = Arc::clone(&self.dir);
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
             let started = now_ms();
@@ -386,6 +390,7 @@ impl Dispatcher {
                 client: &client,
                 now: started,
                 timeout: sink.timeout,
+                dir: &dir,
             };
             // One request, or (re-sends, reminders) one per batch in turn:
             // the last refusal, if any, is what is reported.

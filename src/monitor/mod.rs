@@ -49,6 +49,9 @@ pub struct MonitorState {
     /// The severity paging sinks were last triggered with, while an
     /// incident is open (see [`crate::policy::page`]).
     pub paged: Option<Severity>,
+    /// When the open incident began (its first trigger's time): told with
+    /// each status change of the outage, so receivers can thread them.
+    pub outage_since: Option<UnixMs>,
 }
 
 impl Default for MonitorState {
@@ -61,6 +64,7 @@ impl Default for MonitorState {
             sync: SyncState::default(),
             sent: Health::Unknown,
             paged: None,
+            outage_since: None,
         }
     }
 }

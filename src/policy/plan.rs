@@ -160,15 +160,6 @@ fn status(
     out: &mut Vec<Planned>,
 ) {
     let error = cx.error.map(|e| json!(e)).unwrap_or(Value::Null);
-    let data = json!({
-        "previous": previous.as_str(),
-        "current": current.as_str(),
-        "severity": Severity::of(current).map(Severity::as_str),
-        "error": error,
-        "latency_ms": cx.latency_ms,
-        "consecutive_failures": st.health.consecutive_failures,
-        "circuit": st.breaker.circuit.as_str(),
-    });
     let (priority, page) = match suppressed {
         Some(_) => (Priority::Info, None),
         None => (
@@ -176,6 +167,25 @@ fn status(
             PageAction::next(&mut st.paged, current),
         ),
     };
+    // The outage this change belongs to: opened by a first trigger, told
+    // with every change until (and with) its resolve.
+    if let Some(PageAction::Trigger { replaces: None, .. }) = page {
+        st.outage_since = Some(cx.at);
+    }
+    let outage = st.outage_since;
+    if let Some(PageAction::Resolve { .. }) = page {
+        st.outage_since = None;
+    }
+    let data = json!({
+        "previous": previous.as_str(),
+        "current": current.as_str(),
+        "severity": Severity::of(current).map(Severity::as_str),
+        "outage_started_at": outage.map(rfc3339),
+        "error": error,
+        "latency_ms": cx.latency_ms,
+        "consecutive_failures": st.health.consecutive_failures,
+        "circuit": st.breaker.circuit.as_str(),
+    });
     push(
         out,
         cx.routes,

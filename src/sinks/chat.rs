@@ -3,12 +3,19 @@
 //! offline (HTTP 503)"). A group (see [`crate::policy::group`]) is one line
 //! per kind of news, the worst first, naming at most [`NAMES`] connections:
 //! "12 connections went offline: a, b, c, d, e, f, g, h, i, j and 2 more".
+//!
+//! Also the sink the webhook chat kinds (Slack, Teams) share: [`Hook`], a
+//! JSON POST of the kind's payload to a URL that holds a secret.
 
-use super::Item;
+use super::{http, AttemptResult, Cx, Directory, Item, Sink};
 use crate::config::schema::{leaf, Field};
 use crate::config::Section;
 use crate::event::EventKind;
+use crate::policy::SinkClass;
+use futures::future::BoxFuture;
+use serde_json::Value;
 use std::time::Duration;
+use url::Url;
 
 /// Connections named per line before "and N more".
 pub const NAMES: usize = 10;
@@ -26,6 +33,77 @@ pub fn group_wait(s: &mut Section<'_, '_>) -> Duration {
         .unwrap_or(DEFAULT_GROUP_WAIT)
 }
 
+/// A chat webhook: one message per group, the kind's `payload`, one at a
+/// time and at most one per `pace`. Its URL holds a secret (in its path or
+/// query), so it is shown as `https://host/***`.
+#[derive(Debug)]
+pub struct Hook {
+    url: Url,
+    group_wait: Duration,
+    payload: fn(&[Item], &Directory) -> Value,
+    pace: Duration,
+}
+
+impl Hook {
+    /// Reads `url` (required) and `group_wait`.
+    pub fn build(
+        s: &mut Section<'_, '_>,
+        payload: fn(&[Item], &Directory) -> Value,
+        pace: Duration,
+    ) -> Option<Box<dyn Sink>> {
+        if !s.has("url") {
+            s.missing("url");
+        }
+        let url = s.url("url");
+        let group_wait = group_wait(s);
+        Some(Box::new(Hook {
+            url: url?,
+            group_wait,
+            payload,
+            pace,
+        }))
+    }
+}
+
+impl Sink for Hook {
+    fn class(&self) -> SinkClass {
+        SinkClass::Chat {
+            group_wait: self.group_wait,
+        }
+    }
+
+    fn target(&self) -> String {
+        format!(
+            "{}://{}/***",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or("")
+        )
+    }
+
+    fn send<'a>(&'a self, items: &'a [Item], cx: Cx<'a>) -> BoxFuture<'a, AttemptResult> {
+        Box::pin(async move {
+            if items.is_empty() {
+                return AttemptResult::skipped();
+            }
+            let body = (self.payload)(items, cx.dir).to_string();
+            http::post_json(cx, &self.url, &[], Vec::new(), body).await
+        })
+    }
+
+    fn max_batch(&self) -> usize {
+        crate::policy::group::MAX_GROUP
+    }
+
+    /// One message at a time, so messages arrive in order and paced.
+    fn concurrency(&self) -> usize {
+        1
+    }
+
+    fn pace(&self) -> Option<Duration> {
+        Some(self.pace)
+    }
+}
+
 /// What kind of news a line is: each chat kind picks its mark or colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tone {
@@ -41,10 +119,96 @@ pub struct Line {
     pub text: String,
 }
 
+/// Connections named in a [`headline`].
+pub const HEADLINE_NAMES: usize = 3;
+
+/// The most characters of a [`headline`].
+pub const HEADLINE_MAX: usize = 160;
+
 /// The lines for one message.
 pub fn lines(items: &[Item]) -> Vec<Line> {
+    grouped(items, NAMES).into_iter().map(|(l, _)| l).collect()
+}
+
+/// The gist of a message in one short line, for a title or a mail
+/// subject: its first (worst) line naming at most [`HEADLINE_NAMES`]
+/// connections, and how many other changes it holds. "3 connections went
+/// offline: erp-prod, mes, cmms (and 1 other change)".
+pub fn headline(items: &[Item]) -> String {
+    let g = grouped(items, HEADLINE_NAMES);
+    let Some((first, n)) = g.first() else {
+        return "no news".into();
+    };
+    let mut text = first.text.clone();
+    if text.chars().count() > HEADLINE_MAX {
+        text = text.chars().take(HEADLINE_MAX - 1).collect::<String>() + "…";
+    }
+    match items.len() - n {
+        0 => text,
+        1 => format!("{text} (and 1 other change)"),
+        rest => format!("{text} (and {rest} other changes)"),
+    }
+}
+
+/// One event as a row of a message that lists them: for Teams' rows and
+/// an email's details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub tone: Tone,
+    /// The connection's id, or `None` for the daemon's own events.
+    pub id: Option<String>,
+    /// "online → offline", "started flapping".
+    pub what: String,
+    /// The error or message the event carries.
+    pub detail: Option<String>,
+    /// The event's time (RFC 3339).
+    pub at: String,
+}
+
+/// A row per event, the worst first (otherwise in arrival order).
+pub fn rows(items: &[Item]) -> Vec<Row> {
+    let mut out: Vec<Row> = items.iter().map(row).collect();
+    out.sort_by_key(|r| r.tone);
+    out
+}
+
+fn row(it: &Item) -> Row {
+    let d = &it.out.envelope["data"];
+    let mut what = match (
+        it.out.event_kind(),
+        d["previous"].as_str(),
+        d["current"].as_str(),
+    ) {
+        (Some(EventKind::StatusChanged), Some(p), Some(c)) => format!("{p} → {c}"),
+        (Some(EventKind::SystemError), ..) => match d["component"].as_str() {
+            Some(c) => format!("system error ({c})"),
+            None => "system error".into(),
+        },
+        _ => what(it, 1),
+    };
+    if let Some(n) = d["reminder"].as_u64() {
+        what.push_str(&format!(" (reminder {n})"));
+    }
+    Row {
+        tone: tone(it),
+        id: it.out.connection_id.clone(),
+        what,
+        detail: d["error"]["message"]
+            .as_str()
+            .or_else(|| d["message"].as_str())
+            .map(str::to_string),
+        at: it.out.envelope["timestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+/// Lines with the count of events each stands for, naming at most `cap`
+/// connections per line.
+fn grouped(items: &[Item], cap: usize) -> Vec<(Line, usize)> {
     if let [one] = items {
-        return vec![single(one)];
+        return vec![(single(one), 1)];
     }
     // Groups keep the order their first member arrived in.
     let mut groups: Vec<(String, Vec<&Item>)> = Vec::new();
@@ -55,14 +219,14 @@ pub fn lines(items: &[Item]) -> Vec<Line> {
             None => groups.push((key, vec![it])),
         }
     }
-    let mut out: Vec<Line> = groups
+    let mut out: Vec<(Line, usize)> = groups
         .iter()
         .map(|(_, g)| match g.as_slice() {
-            [one] => single(one),
-            many => summary(many),
+            [one] => (single(one), 1),
+            many => (summary(many, cap), many.len()),
         })
         .collect();
-    out.sort_by_key(|l| l.tone);
+    out.sort_by_key(|(l, _)| l.tone);
     out
 }
 
@@ -118,15 +282,15 @@ fn single(it: &Item) -> Line {
     }
 }
 
-fn summary(g: &[&Item]) -> Line {
+fn summary(g: &[&Item], cap: usize) -> Line {
     let first = g[0];
     let names: Vec<&str> = g
         .iter()
         .map(|it| it.out.connection_id.as_deref().unwrap_or("connwatch"))
         .collect();
-    let mut list = names[..names.len().min(NAMES)].join(", ");
-    if names.len() > NAMES {
-        list.push_str(&format!(" and {} more", names.len() - NAMES));
+    let mut list = names[..names.len().min(cap)].join(", ");
+    if names.len() > cap {
+        list.push_str(&format!(" and {} more", names.len() - cap));
     }
     let still = if is_reminder(first) { "still: " } else { "" };
     Line {
@@ -228,6 +392,56 @@ mod tests {
                 "back: offline → online (HTTP 503)",
             ]
         );
+    }
+
+    #[test]
+    fn a_headline_names_a_few_and_counts_the_rest() {
+        assert_eq!(
+            headline(&[change("sap", "online", "offline")]),
+            "sap: online → offline (HTTP 503)"
+        );
+        let mut items: Vec<Item> = ["erp-prod", "mes", "cmms", "wms"]
+            .iter()
+            .map(|id| change(id, "online", "offline"))
+            .collect();
+        assert_eq!(
+            headline(&items),
+            "4 connections went offline: erp-prod, mes, cmms and 1 more"
+        );
+        items.push(change("eam", "offline", "online"));
+        items.push(change("qms", "online", "degraded"));
+        assert_eq!(
+            headline(&items),
+            "4 connections went offline: erp-prod, mes, cmms and 1 more (and 2 other changes)"
+        );
+        let long = item(
+            "x",
+            "connection.status_changed",
+            json!({"previous": "online", "current": "offline", "error": {"message": "e".repeat(500)}}),
+        );
+        assert_eq!(headline(&[long]).chars().count(), HEADLINE_MAX);
+    }
+
+    #[test]
+    fn rows_are_one_per_event_worst_first() {
+        let mut back = change("eam", "offline", "online");
+        back.out.envelope["timestamp"] = json!("2026-12-02T10:00:00.000Z");
+        let stale = item("erp", "sync.stale", json!({"age_s": 7200}));
+        let got = rows(&[back, stale, change("sap", "online", "offline")]);
+        let what: Vec<(Option<&str>, &str, Option<&str>)> = got
+            .iter()
+            .map(|r| (r.id.as_deref(), r.what.as_str(), r.detail.as_deref()))
+            .collect();
+        assert_eq!(
+            what,
+            [
+                (Some("sap"), "online → offline", Some("HTTP 503")),
+                (Some("erp"), "had no sync for too long", None),
+                (Some("eam"), "offline → online", Some("HTTP 503")),
+            ]
+        );
+        assert_eq!(got[2].at, "2026-12-02T10:00:00.000Z");
+        assert_eq!(got[0].tone, Tone::Bad);
     }
 
     #[test]

@@ -37,25 +37,23 @@ pub async fn post_json(
         rb = rb.header(name, value);
     }
     match rb.body(body).send().await {
-        Ok(resp) => {
+        Ok(mut resp) => {
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| crate::classify::parse_retry_after(v, std::time::SystemTime::now()));
-            // A short excerpt of a refusal helps the operator; never more.
-            let error = if (200..300).contains(&status) {
-                None
-            } else {
-                let reason = resp.status().canonical_reason().unwrap_or("");
-                let text = resp.text().await.unwrap_or_default();
-                Some(refusal(status, reason, &text))
-            };
+            let reason = resp.status().canonical_reason().unwrap_or("");
+            // A short excerpt of the answer helps the operator; never more.
+            let text = head(&mut resp).await;
+            let said = answer(status, reason, &text);
+            let ok = (200..300).contains(&status);
             AttemptResult {
                 verdict: judge_http(status, retry_after),
                 status: Some(i64::from(status)),
-                error,
+                error: (!ok).then(|| said.clone()),
+                answer: ok.then_some(said),
                 duration: start.elapsed(),
                 skipped: false,
             }
@@ -69,9 +67,24 @@ pub async fn post_json(
     }
 }
 
+/// The body read so far, up to [`HEAD`] bytes: a receiver that answers
+/// with a gigabyte costs no more than that.
+const HEAD: usize = 4096;
+
+async fn head(resp: &mut reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < HEAD {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c[..c.len().min(HEAD - buf.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// "HTTP 400 Bad Request: <the first 200 characters of the body>", or
-/// "(no body)": a refusal always says something.
-fn refusal(status: u16, reason: &str, body: &str) -> String {
+/// "(no body)": an answer always says something.
+fn answer(status: u16, reason: &str, body: &str) -> String {
     let head = format!("HTTP {status} {reason}");
     let excerpt: String = body.trim().chars().take(200).collect();
     if excerpt.is_empty() {
@@ -93,18 +106,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refusal_always_says_something() {
+    fn an_answer_always_says_something() {
         assert_eq!(
-            refusal(400, "Bad Request", ""),
+            answer(400, "Bad Request", ""),
             "HTTP 400 Bad Request (no body)"
         );
-        assert_eq!(refusal(410, "Gone", " \n"), "HTTP 410 Gone (no body)");
+        assert_eq!(answer(410, "Gone", " \n"), "HTTP 410 Gone (no body)");
         assert_eq!(
-            refusal(422, "Unprocessable Entity", "{\"error\":\"bad\"}"),
+            answer(422, "Unprocessable Entity", "{\"error\":\"bad\"}"),
             "HTTP 422 Unprocessable Entity: {\"error\":\"bad\"}"
         );
         assert_eq!(
-            refusal(599, "", "x".repeat(500).as_str()).len(),
+            answer(599, "", "x".repeat(500).as_str()).len(),
             "HTTP 599: ".len() + 200
         );
     }

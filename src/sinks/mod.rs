@@ -13,10 +13,12 @@
 pub mod alertmanager;
 pub mod chat;
 pub mod command;
+pub mod email;
 pub mod http;
 pub mod log;
 pub mod pagerduty;
 pub mod slack;
+pub mod teams;
 pub mod webhook;
 
 use crate::config::schema::Field;
@@ -26,6 +28,7 @@ pub use crate::event::Outgoing;
 use crate::model::UnixMs;
 use crate::policy::{PageAction, SinkClass};
 use futures::future::BoxFuture;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The registry of sink kinds.
@@ -34,6 +37,8 @@ pub const KINDS: &[Kind] = &[
     pagerduty::KIND,
     alertmanager::KIND,
     slack::KIND,
+    teams::KIND,
+    email::KIND,
     command::KIND,
     log::KIND,
 ];
@@ -83,6 +88,46 @@ pub struct Cx<'a> {
     pub now: UnixMs,
     /// The sink's `timeout`.
     pub timeout: Duration,
+    /// Connections' names and pages, for messages people read.
+    pub dir: &'a Directory,
+}
+
+/// What messages for people may say about a connection besides its id:
+/// its `name` and a link to it on the status page (when `[daemon]
+/// public_url` is set).
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    /// Only connections that have a name.
+    names: HashMap<String, String>,
+    public_url: Option<url::Url>,
+}
+
+impl Directory {
+    pub fn of(config: &crate::config::Config) -> Directory {
+        Directory {
+            names: config
+                .connections
+                .iter()
+                .filter_map(|c| Some((c.id.clone(), c.name.clone()?)))
+                .collect(),
+            public_url: config.daemon.public_url.clone(),
+        }
+    }
+
+    /// The connection's `name`, if it has one.
+    pub fn name(&self, id: &str) -> Option<&str> {
+        self.names.get(id).map(String::as_str)
+    }
+
+    /// Its place on the status page, if the page's address is known.
+    pub fn link(&self, id: &str) -> Option<String> {
+        Some(crate::admin::page::link(self.public_url.as_ref()?, id))
+    }
+
+    /// The status page, if its address is known.
+    pub fn page(&self) -> Option<&url::Url> {
+        self.public_url.as_ref()
+    }
 }
 
 /// Sends an event that was never stored (a test event, a `system.error`
@@ -91,6 +136,7 @@ pub async fn send_unstored(
     sink: &crate::config::Sink,
     env: &crate::event::Envelope,
     client: &reqwest::Client,
+    dir: &Directory,
 ) -> AttemptResult {
     let item = [Item {
         out: Outgoing::unstored(env),
@@ -100,6 +146,7 @@ pub async fn send_unstored(
         client,
         now: crate::model::now_ms(),
         timeout: sink.timeout,
+        dir,
     };
     sink.imp.send(&item, cx).await
 }
@@ -149,6 +196,9 @@ pub struct AttemptResult {
     /// HTTP status or exit code.
     pub status: Option<i64>,
     pub error: Option<String>,
+    /// What the receiver said when it accepted ("250 2.0.0 Ok: queued"),
+    /// for `connwatch sinks test`; not stored.
+    pub answer: Option<String>,
     pub duration: Duration,
     /// The sink does not take this event (a sync event to PagerDuty): done
     /// without sending.
@@ -161,6 +211,7 @@ impl AttemptResult {
             verdict: Verdict::Done,
             status: None,
             error: None,
+            answer: None,
             duration: Duration::ZERO,
             skipped: true,
         }
@@ -171,9 +222,17 @@ impl AttemptResult {
             verdict: Verdict::Done,
             status,
             error: None,
+            answer: None,
             duration,
             skipped: false,
         }
+    }
+
+    /// With the receiver's answer.
+    pub fn answered(mut self, answer: impl Into<String>) -> Self {
+        let a: String = answer.into();
+        self.answer = (!a.trim().is_empty()).then(|| a.trim().to_string());
+        self
     }
 
     pub fn failed(
@@ -186,6 +245,7 @@ impl AttemptResult {
             verdict,
             status,
             error: Some(error),
+            answer: None,
             duration,
             skipped: false,
         }
@@ -215,7 +275,7 @@ mod tests {
         }
         assert_eq!(
             names(" or "),
-            "webhook, pagerduty, alertmanager, slack, command or log"
+            "webhook, pagerduty, alertmanager, slack, teams, email, command or log"
         );
     }
 }

@@ -48,6 +48,8 @@ pub enum StoreError {
     },
     #[error("database {path} does not exist (has the daemon run yet?)")]
     Missing { path: String },
+    #[error("database {path} is not set up yet (the daemon is starting, or has never run)")]
+    Empty { path: String },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -160,6 +162,12 @@ impl Store {
             path: path.to_path_buf(),
         };
         store.pragmas(false)?;
+        // Created, but the daemon has not committed its tables yet.
+        if store.schema_version()? == 0 {
+            return Err(StoreError::Empty {
+                path: path.display().to_string(),
+            });
+        }
         Ok(store)
     }
 

@@ -7,6 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -106,6 +108,43 @@ pub fn serve_on_thread(app: Router) -> SocketAddr {
         .expect("server started")
 }
 
+/// Each connection answers as set: `up`, `down` (503) or `401`.
+#[derive(Clone, Default)]
+pub struct Platform(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, &'static str>>>,
+);
+
+impl Platform {
+    pub fn set(&self, id: &str, how: &'static str) {
+        self.0.lock().unwrap().insert(id.to_string(), how);
+    }
+}
+
+pub fn platform() -> (std::net::SocketAddr, Platform) {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    let p = Platform::default();
+    let app = axum::Router::new()
+        .route(
+            "/c/{id}",
+            axum::routing::get(
+                |State(p): State<Platform>, Path(id): Path<String>| async move {
+                    let how = p.0.lock().unwrap().get(&id).copied().unwrap_or("up");
+                    match how {
+                        "down" => (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"offline"}"#),
+                        "401" => (
+                            StatusCode::UNAUTHORIZED,
+                            r#"{"error":{"code":"CREDENTIALS_EXPIRED"}}"#,
+                        ),
+                        _ => (StatusCode::OK, r#"{"status":"online"}"#),
+                    }
+                },
+            ),
+        )
+        .with_state(p.clone());
+    (serve_on_thread(app), p)
+}
+
 /// A temp dir holding a config file; the database sits next to it.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -164,6 +203,17 @@ impl Setup {
 
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Whether the daemon has set up its database and every connection is
+    /// online (`false` while it starts).
+    pub fn all_online(&self) -> bool {
+        let out = self.cmd(&["status", "--json"]);
+        matches!(out.status.code(), Some(0 | 3))
+            && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| {
+                v.as_array()
+                    .is_some_and(|a| !a.is_empty() && a.iter().all(|r| r["health"] == "online"))
+            })
     }
 
     /// `status --json`, whether or not a daemon is running (exit 0 or 3).
@@ -330,4 +380,44 @@ fn send(
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
     let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((buf.as_str(), ""));
     Some((status, head.to_string(), body.to_string()))
+}
+
+/// A private CA with a server certificate (localhost, 127.0.0.1) and a
+/// client certificate, written as PEM files into `dir`: `ca.pem`,
+/// `server.pem` and `server.key`, `client.pem` and `client.key`.
+pub struct Pki {
+    pub server_chain: Vec<CertificateDer<'static>>,
+    pub server_key: Vec<u8>,
+    pub client_ca: CertificateDer<'static>,
+}
+
+pub fn pki(dir: &Path) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "connwatch test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(vec!["probe.client".to_string()]).unwrap();
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client.signed_by(&client_key, &ca, &ca_key).unwrap();
+
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    Pki {
+        server_chain: vec![server.der().clone()],
+        server_key: server_key.serialize_der(),
+        client_ca: ca.der().clone(),
+    }
 }

@@ -7,14 +7,11 @@
 //! Keys: `url` (required), `group_wait` (default 10 s).
 
 use super::chat::{self, Tone};
-use super::{http, AttemptResult, Cx, Item, Kind, Sink};
+use super::{Directory, Item, Kind, Sink};
 use crate::config::schema::leaf;
 use crate::config::Section;
-use crate::policy::SinkClass;
-use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use std::time::Duration;
-use url::Url;
 
 /// Slack's incoming webhooks take about one message a second.
 pub const MIN_GAP: Duration = Duration::from_secs(1);
@@ -25,64 +22,11 @@ pub const KIND: Kind = Kind {
     build,
 };
 
-#[derive(Debug)]
-pub struct Slack {
-    url: Url,
-    group_wait: Duration,
-}
-
 fn build(s: &mut Section<'_, '_>) -> Option<Box<dyn Sink>> {
-    if !s.has("url") {
-        s.missing("url");
-    }
-    let url = s.url("url");
-    let group_wait = chat::group_wait(s);
-    Some(Box::new(Slack {
-        url: url?,
-        group_wait,
-    }))
+    chat::Hook::build(s, payload, MIN_GAP)
 }
 
-impl Sink for Slack {
-    fn class(&self) -> SinkClass {
-        SinkClass::Chat {
-            group_wait: self.group_wait,
-        }
-    }
-
-    fn target(&self) -> String {
-        format!(
-            "{}://{}/***",
-            self.url.scheme(),
-            self.url.host_str().unwrap_or("")
-        )
-    }
-
-    fn send<'a>(&'a self, items: &'a [Item], cx: Cx<'a>) -> BoxFuture<'a, AttemptResult> {
-        Box::pin(async move {
-            if items.is_empty() {
-                return AttemptResult::skipped();
-            }
-            let body = payload(items).to_string();
-            http::post_json(cx, &self.url, &[], Vec::new(), body).await
-        })
-    }
-
-    fn max_batch(&self) -> usize {
-        crate::policy::group::MAX_GROUP
-    }
-
-    /// One message at a time, so messages arrive in order and paced.
-    fn concurrency(&self) -> usize {
-        1
-    }
-
-    fn pace(&self) -> Option<Duration> {
-        Some(MIN_GAP)
-    }
-}
-
-pub fn payload(items: &[Item]) -> Value {
+pub fn payload(items: &[Item], _: &Directory) -> Value {
     let text: Vec<String> = chat::lines(items)
         .into_iter()
         .map(|l| {
@@ -121,11 +65,11 @@ mod tests {
     #[test]
     fn one_line_per_kind_of_news() {
         assert_eq!(
-            payload(&[change("sap", "offline")])["text"],
+            payload(&[change("sap", "offline")], &Directory::default())["text"],
             ":red_circle: sap: online → offline (HTTP 503)"
         );
         assert_eq!(
-            payload(&[change("a", "offline"), change("b", "offline"), change("c", "degraded")])["text"],
+            payload(&[change("a", "offline"), change("b", "offline"), change("c", "degraded")], &Directory::default())["text"],
             ":red_circle: 2 connections went offline: a, b\n:large_yellow_circle: c: online → degraded (HTTP 503)"
         );
     }
