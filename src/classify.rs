@@ -15,9 +15,19 @@ pub const AUTH_CODES: &[&str] = &[
     "AUTHENTICATION_REQUIRED",
     "CREDENTIALS_EXPIRED",
 ];
+/// Error codes that mean "the credentials work; this operation is
+/// refused" (a permission changed in the source system).
+pub const PERMISSION_CODES: &[&str] = &[
+    "PERMISSION_DENIED",
+    "FORBIDDEN",
+    "INSUFFICIENT_PERMISSIONS",
+    "INSUFFICIENT_SCOPE",
+];
 pub const RATE_LIMIT_CODE: &str = "RATE_LIMIT_EXCEEDED";
 /// The status value that means "renew the credentials".
 pub const AUTH_STATUS: &str = "auth_required";
+/// The status value that means "this operation is refused".
+pub const PERMISSION_STATUS: &str = "permission_denied";
 
 /// A full HTTP answer, as far as the prober read it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -200,44 +210,55 @@ fn classify_answer(
         );
     }
 
-    // Credentials: 401/403, an auth error code, or status `auth_required`.
+    // Credentials: 401, a code asking for new credentials (on any status,
+    // a 403 included), or status `auth_required`.
     let status_value = json
         .as_ref()
         .zip(rules.expect.json_pointer.as_deref())
         .and_then(|(j, p)| j.pointer(p))
         .and_then(Value::as_str)
         .map(str::to_ascii_lowercase);
-    if status == 401 || status == 403 {
-        // The code is the endpoint's text: cut it, as the status value is.
-        let message = match &code {
-            Some(c) => format!("HTTP {status}, {}", c.chars().take(64).collect::<String>()),
-            None => format!("HTTP {status}"),
-        };
-        return done(
+    // The code is the endpoint's text: cut it, as the status value is.
+    let shown = |status: u16| match &code {
+        Some(c) => format!("HTTP {status}, {}", c.chars().take(64).collect::<String>()),
+        None => format!("HTTP {status}"),
+    };
+    let auth = |message| {
+        done(
             Outcome::AuthRequired,
             err(ErrorKind::Auth, message),
             http,
             latency,
             None,
-        );
-    }
-    if let Some(c) = code.as_deref().filter(|c| AUTH_CODES.contains(c)) {
-        return done(
-            Outcome::AuthRequired,
-            err(ErrorKind::Auth, format!("HTTP {status}, {c}")),
-            http,
-            latency,
-            None,
-        );
+        )
+    };
+    if status == 401 || code.as_deref().is_some_and(|c| AUTH_CODES.contains(&c)) {
+        return auth(shown(status));
     }
     if status_value.as_deref() == Some(AUTH_STATUS) {
-        return done(
-            Outcome::AuthRequired,
-            err(ErrorKind::Auth, format!("status \"{AUTH_STATUS}\"")),
+        return auth(format!("status \"{AUTH_STATUS}\""));
+    }
+
+    // Permissions: the credentials work, the operation is refused (a 403
+    // otherwise, a permission code, or status `permission_denied`).
+    let denied = |message| {
+        done(
+            Outcome::PermissionDenied,
+            err(ErrorKind::Permission, message),
             http,
             latency,
             None,
-        );
+        )
+    };
+    if status == 403
+        || code
+            .as_deref()
+            .is_some_and(|c| PERMISSION_CODES.contains(&c))
+    {
+        return denied(shown(status));
+    }
+    if status_value.as_deref() == Some(PERMISSION_STATUS) {
+        return denied(format!("status \"{PERMISSION_STATUS}\""));
     }
 
     // HTTP status: 5xx, or anything not expected.
@@ -479,8 +500,46 @@ mod tests {
             ),
             (
                 answer(403, "forbidden"),
+                Outcome::PermissionDenied,
+                Some(ErrorKind::Permission),
+            ),
+            (
+                answer(403, r#"{"error":{"code":"CREDENTIALS_EXPIRED"}}"#),
                 Outcome::AuthRequired,
                 Some(ErrorKind::Auth),
+            ),
+            (
+                answer(401, r#"{"error":{"code":"PERMISSION_DENIED"}}"#),
+                Outcome::AuthRequired,
+                Some(ErrorKind::Auth),
+            ),
+            (
+                answer(
+                    200,
+                    r#"{"status":"online","error":{"code":"PERMISSION_DENIED"}}"#,
+                ),
+                Outcome::PermissionDenied,
+                Some(ErrorKind::Permission),
+            ),
+            (
+                answer(200, r#"{"code":"INSUFFICIENT_SCOPE"}"#),
+                Outcome::PermissionDenied,
+                Some(ErrorKind::Permission),
+            ),
+            (
+                answer(400, r#"{"error":{"code":"insufficient_permissions"}}"#),
+                Outcome::PermissionDenied,
+                Some(ErrorKind::Permission),
+            ),
+            (
+                answer(200, r#"{"status":"forbidden","code":"FORBIDDEN"}"#),
+                Outcome::PermissionDenied,
+                Some(ErrorKind::Permission),
+            ),
+            (
+                answer(200, r#"{"status":"permission_denied"}"#),
+                Outcome::PermissionDenied,
+                Some(ErrorKind::Permission),
             ),
             (
                 answer(200, r#"{"status":"auth_required"}"#),
@@ -595,6 +654,7 @@ mod tests {
         assert!(Outcome::Invalid.is_failure());
         assert!(!Outcome::RateLimited.is_failure());
         assert!(!Outcome::AuthRequired.is_failure());
+        assert!(!Outcome::PermissionDenied.is_failure());
         assert!(!Outcome::Degraded.is_failure());
         assert!(!Outcome::Online.is_failure());
     }

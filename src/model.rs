@@ -67,10 +67,12 @@ pub enum Outcome {
     Invalid,
     AuthRequired,
     RateLimited,
+    /// The credentials work; the source system refuses this operation.
+    PermissionDenied,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Online,
         Outcome::Degraded,
         Outcome::Offline,
@@ -78,6 +80,7 @@ impl Outcome {
         Outcome::Invalid,
         Outcome::AuthRequired,
         Outcome::RateLimited,
+        Outcome::PermissionDenied,
     ];
 
     /// Whether this outcome counts as a failure (opens the circuit).
@@ -97,7 +100,15 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::AuthRequired => "auth_required",
             Outcome::RateLimited => "rate_limited",
+            Outcome::PermissionDenied => "permission_denied",
         }
+    }
+
+    /// An explicit answer that retrying does not change (`auth_required`,
+    /// `permission_denied`): confirmed at once, neutral to the breaker,
+    /// probed every `auth_interval`.
+    pub fn needs_a_person(self) -> bool {
+        matches!(self, Outcome::AuthRequired | Outcome::PermissionDenied)
     }
 
     /// Compact code for the probe tables (one byte per row instead of a word).
@@ -110,6 +121,7 @@ impl Outcome {
             Outcome::Invalid => 4,
             Outcome::AuthRequired => 5,
             Outcome::RateLimited => 6,
+            Outcome::PermissionDenied => 7,
         }
     }
 
@@ -181,12 +193,19 @@ pub enum ErrorKind {
     Slow,
     /// 429 or `RATE_LIMIT_EXCEEDED`.
     RateLimit,
-    /// 401/403 or a body asking for new credentials.
+    /// 401 (or a 403 with an expired-credential code) or a body asking for
+    /// new credentials.
     Auth,
+    /// 403 or a permission error code: the credentials work, the
+    /// operation is refused.
+    Permission,
+    /// The status endpoint is online but some of the connection's scopes
+    /// fail.
+    Scope,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::Dns,
         ErrorKind::Connect,
         ErrorKind::Tls,
@@ -199,6 +218,8 @@ impl ErrorKind {
         ErrorKind::Slow,
         ErrorKind::RateLimit,
         ErrorKind::Auth,
+        ErrorKind::Permission,
+        ErrorKind::Scope,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -215,6 +236,8 @@ impl ErrorKind {
             ErrorKind::Slow => "slow",
             ErrorKind::RateLimit => "rate_limit",
             ErrorKind::Auth => "auth",
+            ErrorKind::Permission => "permission",
+            ErrorKind::Scope => "scope",
         }
     }
 

@@ -626,6 +626,7 @@ fn outcome_body() -> impl Strategy<Value = Vec<u8>> {
         "degraded",
         "down",
         "auth_required",
+        "permission_denied",
         "weird",
         "",
     ]);
@@ -633,6 +634,8 @@ fn outcome_body() -> impl Strategy<Value = Vec<u8>> {
         "RATE_LIMIT_EXCEEDED",
         "AUTHENTICATION_FAILED",
         "credentials_expired",
+        "PERMISSION_DENIED",
+        "insufficient_scope",
         "OTHER",
     ]);
     prop_oneof![
@@ -750,12 +753,19 @@ proptest! {
                 if a.status == 429 {
                     prop_assert_eq!(c.outcome, Outcome::RateLimited);
                 }
-                if a.status == 401 || a.status == 403 {
+                if a.status == 401 {
                     prop_assert!(matches!(c.outcome, Outcome::RateLimited | Outcome::AuthRequired), "{:?}", c.outcome);
+                }
+                // 403: the credentials work unless a code says they expired.
+                if a.status == 403 {
+                    prop_assert!(
+                        matches!(c.outcome, Outcome::RateLimited | Outcome::AuthRequired | Outcome::PermissionDenied),
+                        "{:?}", c.outcome
+                    );
                 }
                 if a.status >= 500 && a.status != 429 {
                     prop_assert!(
-                        matches!(c.outcome, Outcome::RateLimited | Outcome::AuthRequired | Outcome::Offline),
+                        matches!(c.outcome, Outcome::RateLimited | Outcome::AuthRequired | Outcome::PermissionDenied | Outcome::Offline),
                         "{:?}", c.outcome
                     );
                 }

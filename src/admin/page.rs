@@ -51,6 +51,7 @@ fn tone(health: &str) -> &'static str {
         "online" => "ok",
         "degraded" | "rate_limited" => "warn",
         "auth_required" => "auth",
+        "permission_denied" => "perm",
         "offline" | "unreachable" | "invalid" => "bad",
         _ => "none",
     }
@@ -270,7 +271,7 @@ th,td{text-align:left;padding:.45rem .5rem;border-bottom:1px solid var(--line);v
 th{font-weight:600;color:var(--muted);font-size:.85rem}
 small{font-size:.8rem}.muted{color:var(--muted)}
 .badge{display:inline-block;padding:0 .45rem;border-radius:.6rem;color:#fff;font-weight:600;font-size:.85rem}
-.badge.ok{background:var(--ok)}.badge.warn{background:var(--warn)}.badge.bad{background:var(--bad)}.badge.auth{background:var(--auth)}.badge.none{background:var(--none)}
+.badge.ok{background:var(--ok)}.badge.warn{background:var(--warn)}.badge.bad{background:var(--bad)}.badge.auth{background:var(--auth)}.badge.perm{background:#b5507a}.badge.none{background:var(--none)}
 strong.ok{color:var(--ok)}strong.bad{color:var(--bad)}
 .dot{display:inline-block;width:.6rem;height:.6rem;border-radius:50%;margin-right:.3rem}
 .dot.ok{background:var(--ok)}.dot.warn{background:var(--warn)}.dot.bad{background:var(--bad)}

@@ -98,7 +98,7 @@ impl BreakerState {
         draw: f64,
     ) -> Option<CircuitEvent> {
         let failure = outcome.is_failure();
-        let neutral = matches!(outcome, Outcome::RateLimited | Outcome::AuthRequired);
+        let neutral = outcome == Outcome::RateLimited || outcome.needs_a_person();
         match self.circuit {
             Circuit::Open => None, // no probe is sent while open
             Circuit::HalfOpen => {

@@ -5,7 +5,8 @@
 //!   `failure_threshold` consecutive failures; while already failing, a
 //!   *different* failure outcome takes over once it has itself been seen
 //!   `failure_threshold` times in a row;
-//! - `auth_required` and `rate_limited` are explicit answers and count at once;
+//! - `auth_required`, `permission_denied` and `rate_limited` are explicit
+//!   answers and count at once;
 //! - `online` returns after `success_threshold` consecutive online probes when
 //!   the health was anything but online/degraded;
 //! - `degraded` (not a failure) is confirmed like a failure: after
@@ -92,7 +93,8 @@ impl HealthMachine {
             self.consecutive_successes = self.consecutive_successes.saturating_add(1).min(cap);
             self.consecutive_failures = 0;
         } else {
-            // auth_required / rate_limited: neither a failure nor a success.
+            // auth_required / permission_denied / rate_limited: neither a
+            // failure nor a success.
             self.consecutive_failures = 0;
             self.consecutive_successes = 0;
         }
@@ -115,7 +117,9 @@ impl HealthMachine {
     fn target(&self, outcome: Outcome, t: Thresholds) -> Option<Outcome> {
         let current = self.health;
         match outcome {
-            Outcome::AuthRequired | Outcome::RateLimited => Some(outcome),
+            Outcome::AuthRequired | Outcome::PermissionDenied | Outcome::RateLimited => {
+                Some(outcome)
+            }
             o if o.is_failure() => {
                 if current.is_failure() {
                     (self.run >= t.failure).then_some(o)

@@ -3,7 +3,8 @@
 //!   `retry_after_max`, default 1 h); without the header, exponential backoff
 //!   with full jitter, base = the connection's interval, capped at
 //!   `rate_limit_backoff_max` (default 30 m);
-//! - `auth_required`: the next probe only after `auth_interval`.
+//! - `auth_required`, `permission_denied`: the next probe only after
+//!   `auth_interval` (retrying does not fix them; a person does).
 //!
 //! Pure: time and the jitter draw are passed in.
 
@@ -48,8 +49,9 @@ impl HoldState {
         s: &HoldSettings,
         draw: f64,
     ) -> Option<RateHold> {
-        self.auth_until =
-            (outcome == Outcome::AuthRequired).then(|| now + s.auth_interval.as_millis() as i64);
+        self.auth_until = outcome
+            .needs_a_person()
+            .then(|| now + s.auth_interval.as_millis() as i64);
         if outcome != Outcome::RateLimited {
             self.rate_limited_until = None;
             self.backoff_attempts = 0;

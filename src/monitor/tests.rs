@@ -106,15 +106,19 @@ fn retry_after_twenty_seconds_sees_nothing_for_twenty_seconds() {
 }
 
 #[test]
-fn auth_required_is_polled_on_the_slow_cadence() {
+fn auth_required_and_permission_denied_are_polled_on_the_slow_cadence() {
     let c = conn(1);
-    let (probes, s) = drive(&c, 1_000, |_, _| (Outcome::AuthRequired, None));
-    assert_eq!(probes, vec![0, 300_000, 600_000, 900_000]);
-    assert_eq!(
-        s.breaker.circuit,
-        Circuit::Closed,
-        "auth_required never opens the circuit"
-    );
+    for o in [Outcome::AuthRequired, Outcome::PermissionDenied] {
+        let (probes, s) = drive(&c, 1_000, |_, _| (o, None));
+        assert_eq!(probes, vec![0, 300_000, 600_000, 900_000], "{o}");
+        assert_eq!(
+            s.breaker.circuit,
+            Circuit::Closed,
+            "{o} never opens the circuit"
+        );
+        assert_eq!(s.health.health, Health::Is(o), "{o} counts at once");
+        assert!(!s.confirmed_failing());
+    }
 }
 
 #[test]

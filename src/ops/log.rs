@@ -2,7 +2,7 @@
 //! (the events themselves are the policy's business).
 
 use crate::config::Connection;
-use crate::model::{rfc3339, Classified, Health, Outcome};
+use crate::model::{rfc3339, Classified, Health};
 use crate::monitor::{CircuitEvent, FlapEvent, Observed, SyncEvent};
 use crate::policy::{self, Held};
 
@@ -30,7 +30,7 @@ pub fn observed(cfg: &Connection, c: &Classified, obs: &Observed, held: Held, he
         let error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
         let held = held.per_change.map(policy::Reason::as_str).unwrap_or("");
         let (previous, current) = (t.previous, t.current);
-        if current.is_failure() || current == Health::Is(Outcome::AuthRequired) {
+        if current.is_failure() || matches!(current, Health::Is(o) if o.needs_a_person()) {
             tracing::warn!(connection_id = %id, %previous, %current, error, held, "health changed");
         } else {
             tracing::info!(connection_id = %id, %previous, %current, error, held, "health changed");

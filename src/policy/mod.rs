@@ -55,14 +55,15 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// `offline`, `unreachable`, `invalid`: critical; `auth_required`:
-    /// error; `degraded`: warning; anything else is not an outage.
+    /// `offline`, `unreachable`, `invalid`: critical; `auth_required`,
+    /// `permission_denied`: error; `degraded`: warning; anything else is
+    /// not an outage.
     pub fn of(h: Health) -> Option<Severity> {
         match h {
             Health::Is(Outcome::Offline | Outcome::Unreachable | Outcome::Invalid) => {
                 Some(Severity::Critical)
             }
-            Health::Is(Outcome::AuthRequired) => Some(Severity::Error),
+            Health::Is(Outcome::AuthRequired | Outcome::PermissionDenied) => Some(Severity::Error),
             Health::Is(Outcome::Degraded) => Some(Severity::Warning),
             _ => None,
         }

@@ -277,6 +277,21 @@ fn the_table() {
             paged_after: Some(Severity::Error),
         },
         Row {
+            what: "a refused operation pages at error, with no companion event",
+            sent: ON,
+            paged: None,
+            current: h(Outcome::PermissionDenied),
+            transition: Some(ON),
+            circuit: None,
+            flap: None,
+            held: NONE,
+            expect: &[
+                "connection.status_changed online→permission_denied: hook/fresh pd/trigger:error chat/fresh",
+            ],
+            sent_after: h(Outcome::PermissionDenied),
+            paged_after: Some(Severity::Error),
+        },
+        Row {
             what: "a rate limit is not an outage",
             sent: ON,
             paged: None,

@@ -313,6 +313,8 @@ fn what(it: &Item, n: usize) -> String {
             "offline" => "went offline".into(),
             "auth_required" if plural => "need new credentials".into(),
             "auth_required" => "needs new credentials".into(),
+            "permission_denied" if plural => "are refused by the source system".into(),
+            "permission_denied" => "is refused by the source system".into(),
             "invalid" => format!("{are} answering with an invalid status"),
             h => format!("{are} {}", h.replace('_', " ")),
         },
