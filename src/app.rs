@@ -84,12 +84,7 @@ impl Generation {
         }
         let db_path = &config.daemon.database;
         let mut store = Store::open(db_path)?;
-        let ids: Vec<crate::store::ConnMeta> = config
-            .connections
-            .iter()
-            .map(|c| crate::store::ConnMeta::of(c))
-            .collect();
-        let known = store.sync_connections(&ids)?;
+        let known = store.sync_connections(&crate::store::ConnMeta::all(config))?;
         let silences = crate::store::silences::current(&store.db, crate::model::now_ms())
             .map_err(|e| crate::store::sq(db_path, e))?;
         drop(store);

@@ -11,14 +11,19 @@
 //! Gates, checked when a connection is due (the tick is skipped otherwise):
 //! a probe still running; the parent (`depends_on`) confirmed failing; an open
 //! circuit; a Retry-After or backoff deadline; the `auth_interval` of an
-//! `auth_required` connection.
+//! `auth_required` or `permission_denied` connection.
+//!
+//! A connection's scopes are probed on the same timer queue (their slots
+//! follow the connections'), through the same client and the same gates
+//! (and only while the circuit is closed); their results change the
+//! connection's health through [`MonitorState::observe_scope`].
 
 use crate::classify::{classify, Rules};
-use crate::config::{Cadence, Config, Connection};
+use crate::config::{Cadence, Config, Connection, Scope};
 use crate::event::Envelope;
 use crate::maintenance::{Silenced, Windows};
 use crate::model::{rfc3339, Clock, UnixMs};
-use crate::monitor::{Draws, MonitorState};
+use crate::monitor::{Circuit, Draws, MonitorState, Transition};
 use crate::ops::metrics::metrics;
 use crate::policy::{self, Held, Planned, Router, Routes};
 use crate::probe::{Prober, Report, Request};
@@ -49,11 +54,34 @@ struct Watched {
     saved: LastState,
     /// Who hears which of its events (shared with connections alike).
     routes: Arc<Routes>,
+    /// A change of its health made at start (a reload dropped the scope
+    /// that lowered it), for the first record.
+    carry: Option<Transition>,
+}
+
+/// One scope of a watched connection.
+struct WatchedScope {
+    /// Its connection's slot.
+    conn: usize,
+    cfg: Arc<Scope>,
+    /// `connection/scope`: its row in the database and its place in the
+    /// schedule.
+    row: Arc<str>,
+    key: i64,
+    request: Arc<Request>,
+    in_flight: bool,
+}
+
+/// What a probe was of.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Conn(usize),
+    Scope(usize),
 }
 
 /// A probe's result on its way back to the engine.
 struct Done {
-    slot: usize,
+    target: Target,
     started_at: UnixMs,
     report: Report,
 }
@@ -141,6 +169,9 @@ pub struct EngineStats {
 
 pub struct Engine {
     conns: Vec<Watched>,
+    /// Every connection's scopes; scope `j` is slot `conns.len() + j` of
+    /// the timer queue.
+    scopes: Vec<WatchedScope>,
     /// Slot of each connection id.
     index: HashMap<Arc<str>, usize>,
     windows: Windows,
@@ -197,7 +228,7 @@ impl Engine {
             let mut state = k
                 .map(|k| MonitorState::restore(k.state.as_deref(), k.health, k.since))
                 .unwrap_or_default();
-            state.fit(c, clock.now());
+            let carry = state.fit(c, clock.now());
             conns.push(Watched {
                 cfg: Arc::clone(c),
                 id: Arc::from(c.id.as_str()),
@@ -209,6 +240,7 @@ impl Engine {
                 children: Vec::new(),
                 saved: LastState::default(),
                 routes: router.routes(&c.sinks, &c.events),
+                carry,
             });
             match &c.cadence {
                 Cadence::Interval(d) => intervals.push((slot, *d)),
@@ -218,6 +250,21 @@ impl Engine {
         for slot in 0..conns.len() {
             if let Some(p) = conns[slot].parent {
                 conns[p].children.push(slot);
+            }
+        }
+        let mut scopes = Vec::new();
+        for (slot, c) in config.connections.iter().enumerate() {
+            for s in &c.scopes {
+                let row = crate::store::scope_row_id(&c.id, &s.id);
+                intervals.push((conns.len() + scopes.len(), s.interval));
+                scopes.push(WatchedScope {
+                    conn: slot,
+                    cfg: Arc::clone(s),
+                    key: known.get(&row).map(|k| k.key).unwrap_or(-1),
+                    row: Arc::from(row),
+                    request: Arc::new(prober.scope_request(c, s)),
+                    in_flight: false,
+                });
             }
         }
         let (windows, schedules, open) =
@@ -239,6 +286,7 @@ impl Engine {
             .collect();
         let engine = Engine {
             conns,
+            scopes,
             index,
             windows,
             silenced: Silenced::default(),
@@ -278,7 +326,8 @@ impl Engine {
     /// and interval are unchanged (a reload), and leaves its own there when
     /// it stops.
     pub fn keep_schedule(mut self, s: Schedule) -> Self {
-        self.queue.carry_in(&s, intervals(&self.conns));
+        self.queue
+            .carry_in(&s, intervals(&self.conns, &self.scopes));
         self.schedule = Some(s);
         self
     }
@@ -411,26 +460,32 @@ impl Engine {
                             metrics().lateness.observe(late);
                         }
                     }
+                    let n = self.conns.len();
                     for &slot in &due {
-                        self.try_fire(slot).await;
+                        if slot < n {
+                            self.try_fire(slot).await;
+                        } else {
+                            self.fire_scope(slot - n).await;
+                        }
                     }
                 }
             }
         }
         if let Some(s) = &self.schedule {
-            self.queue.carry_out(s, intervals(&self.conns));
+            self.queue
+                .carry_out(s, intervals(&self.conns, &self.scopes));
         }
-        let in_flight = self.conns.iter().filter(|c| c.in_flight).count();
+        let in_flight = self.in_flight();
         tracing::info!(
             in_flight,
             "stopping: no new probes; waiting for probes in flight"
         );
         let deadline = Instant::now() + self.shutdown_timeout;
-        while self.conns.iter().any(|c| c.in_flight) {
+        while self.in_flight() > 0 {
             match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
                 Ok(Some(done)) => self.complete(done).await,
                 _ => {
-                    let left = self.conns.iter().filter(|c| c.in_flight).count();
+                    let left = self.in_flight();
                     tracing::warn!(
                         left,
                         "shutdown deadline reached; abandoning probes in flight"
@@ -440,6 +495,12 @@ impl Engine {
             }
         }
         self.stats
+    }
+
+    /// Probes in flight, of connections and of scopes.
+    fn in_flight(&self) -> usize {
+        self.conns.iter().filter(|c| c.in_flight).count()
+            + self.scopes.iter().filter(|s| s.in_flight).count()
     }
 
     /// Whether the parent of `slot` is confirmed failing (children pause).
@@ -495,8 +556,44 @@ impl Engine {
         }
         let w = &mut self.conns[slot];
         w.in_flight = true;
-        self.stats.probes_started += 1;
         let request = Arc::clone(&w.request);
+        self.spawn(Target::Conn(slot), request);
+        true
+    }
+
+    /// Starts a probe of scope `j` unless its connection's gates say no:
+    /// a probe of it still running, the parent failing, a circuit not
+    /// closed, a Retry-After or auth hold.
+    async fn fire_scope(&mut self, j: usize) {
+        let Some(w) = self.scopes.get(j) else {
+            return;
+        };
+        if w.in_flight {
+            self.stats.skipped_busy += 1;
+            metrics().skipped_busy.inc();
+            return;
+        }
+        let slot = w.conn;
+        let now = self.clock.now();
+        let state = &self.conns[slot].state;
+        if self.parent_failing(slot)
+            || state.breaker.circuit != Circuit::Closed
+            || state.gate(now).is_some()
+        {
+            self.stats.held += 1;
+            metrics().held.inc();
+            return;
+        }
+        let w = &mut self.scopes[j];
+        w.in_flight = true;
+        let request = Arc::clone(&w.request);
+        self.spawn(Target::Scope(j), request);
+    }
+
+    /// Sends `request` as a task of its own; its report comes back on the
+    /// done channel.
+    fn spawn(&mut self, target: Target, request: Arc<Request>) {
+        self.stats.probes_started += 1;
         let permits = Arc::clone(&self.permits);
         let tx = self.done_tx.clone();
         let clock = self.clock;
@@ -506,19 +603,21 @@ impl Engine {
             let started_at = clock.now();
             let report = request.send().await;
             let _ = tx.send(Done {
-                slot,
+                target,
                 started_at,
                 report,
             });
         });
-        true
     }
 
     /// Classifies a finished probe, advances the state machines, asks the
     /// policy for the events and queues the record for the writer.
     async fn complete(&mut self, done: Done) {
         self.stats.probes_done += 1;
-        let slot = done.slot;
+        let slot = match done.target {
+            Target::Conn(slot) => slot,
+            Target::Scope(j) => return self.complete_scope(j, done).await,
+        };
         let at = done.started_at;
         let cfg = Arc::clone(&self.conns[slot].cfg);
         self.conns[slot].in_flight = false;
@@ -527,17 +626,7 @@ impl Engine {
             degraded_after: cfg.degraded_after,
             max_body: cfg.max_body,
         };
-        let c = classify(
-            &done.report.attempt,
-            done.report.latency,
-            rules,
-            SystemTime::now(),
-        );
-        let draws = Draws {
-            breaker: fastrand::f64(),
-            backoff: fastrand::f64(),
-        };
-        metrics().probe(c.outcome, c.latency.as_secs_f64());
+        let (c, draws) = judged(&done.report, rules);
         let was_failing = self.conns[slot].state.health.health.is_failure();
         let obs = self.conns[slot].state.observe(&c, at, &cfg, draws);
         let held = self.held(slot, at);
@@ -545,7 +634,7 @@ impl Engine {
             self.stats.transitions += 1;
             metrics().transitions.inc();
         }
-        crate::ops::log::observed(&cfg, &c, &obs, held, self.conns[slot].state.health.health);
+        crate::ops::log::observed(&cfg, &c, &obs, held, self.conns[slot].state.current());
         let w = &mut self.conns[slot];
         let probe = policy::Probe {
             at,
@@ -563,12 +652,7 @@ impl Engine {
             conn: w.key,
             conn_id: Arc::clone(&w.id),
             at,
-            probe: Some(Probe {
-                outcome: c.outcome,
-                latency_ms: u32::try_from(c.latency.as_millis()).unwrap_or(u32::MAX),
-                http_status: c.http_status,
-                error: c.error.clone(),
-            }),
+            probe: Some(Probe::of(&c)),
             transition: obs
                 .transition
                 .map(|t| (t, w.state.health.consecutive_failures)),
@@ -586,20 +670,93 @@ impl Engine {
         }
     }
 
+    /// Classifies a finished probe of a scope, advances the scope's and
+    /// the connection's state, asks the policy for the events, and queues
+    /// the connection's record (its events and state) and then the
+    /// scope's (its probe and transition, for its history).
+    async fn complete_scope(&mut self, j: usize, done: Done) {
+        let at = done.started_at;
+        self.scopes[j].in_flight = false;
+        let slot = self.scopes[j].conn;
+        let scope = Arc::clone(&self.scopes[j].cfg);
+        let cfg = Arc::clone(&self.conns[slot].cfg);
+        let rules = Rules {
+            expect: &scope.expect,
+            degraded_after: scope.degraded_after,
+            max_body: cfg.max_body,
+        };
+        let (c, draws) = judged(&done.report, rules);
+        let obs = self.conns[slot]
+            .state
+            .observe_scope(&scope.id, &c, at, &cfg, draws);
+        let held = self.held(slot, at);
+        if obs.transition.is_some() {
+            self.stats.transitions += 1;
+            metrics().transitions.inc();
+        }
+        crate::ops::log::scope_observed(&cfg, &scope.id, &c, &obs);
+        let w = &mut self.conns[slot];
+        let probe = policy::ScopeProbe {
+            at,
+            scope: &scope.id,
+            observed: &obs,
+            error: c.error.as_ref(),
+            held,
+        };
+        let planned = policy::after_scope(&mut w.state, &probe, &w.routes);
+        let failures = w.state.health.consecutive_failures;
+        let scope_failures = w
+            .state
+            .scopes
+            .get(&scope.id)
+            .map_or(0, |s| s.health.consecutive_failures);
+        let events = self.stored(slot, at, planned);
+        let state = self.state_row(slot, at);
+        let w = &self.conns[slot];
+        if obs.transition.is_some() || !events.is_empty() || state.is_some() {
+            let rec = Record {
+                conn: w.key,
+                conn_id: Arc::clone(&w.id),
+                at,
+                probe: None,
+                transition: obs.transition.map(|t| (t, failures)),
+                events,
+                state,
+            };
+            self.writer.send(rec).await;
+        }
+        let s = &self.scopes[j];
+        let rec = Record {
+            conn: s.key,
+            conn_id: Arc::clone(&s.row),
+            at,
+            probe: Some(Probe::of(&c)),
+            transition: obs.scope.map(|t| (t, scope_failures)),
+            events: Vec::new(),
+            state: None,
+        };
+        self.writer.send(rec).await;
+    }
+
     /// Hands the writer planned events and the state of `slot` if it
     /// changed (no probe).
     async fn hand_over(&mut self, slot: usize, at: UnixMs, planned: Vec<Planned>) {
         let events = self.stored(slot, at, planned);
         let state = self.state_row(slot, at);
-        if events.is_empty() && state.is_none() {
+        let w = &mut self.conns[slot];
+        let transition = w
+            .carry
+            .take()
+            .map(|t| (t, w.state.health.consecutive_failures));
+        if events.is_empty() && state.is_none() && transition.is_none() {
             return;
         }
         let rec = Record {
-            conn: self.conns[slot].key,
-            conn_id: Arc::clone(&self.conns[slot].id),
+            conn: w.key,
+            conn_id: Arc::clone(&w.id),
             at,
             probe: None,
-            transition: None,
+            transition,
             events,
             state,
         };
@@ -706,12 +863,35 @@ impl Engine {
     }
 }
 
-/// `(slot, id, interval)` of the interval connections.
-fn intervals(conns: &[Watched]) -> impl Iterator<Item = (usize, &str, Duration)> {
+/// A finished probe classified by `rules` and counted, with the random
+/// draws its state machines take.
+fn judged(report: &Report, rules: Rules<'_>) -> (crate::model::Classified, Draws) {
+    let c = classify(&report.attempt, report.latency, rules, SystemTime::now());
+    metrics().probe(c.outcome, c.latency.as_secs_f64());
+    let draws = Draws {
+        breaker: fastrand::f64(),
+        backoff: fastrand::f64(),
+    };
+    (c, draws)
+}
+
+/// `(slot, id, interval)` of the interval connections, then of the scopes
+/// (whose id is `connection/scope`).
+fn intervals<'a>(
+    conns: &'a [Watched],
+    scopes: &'a [WatchedScope],
+) -> impl Iterator<Item = (usize, &'a str, Duration)> {
+    let n = conns.len();
     conns
         .iter()
         .enumerate()
         .filter_map(|(slot, w)| w.cfg.interval().map(|d| (slot, &*w.id, d)))
+        .chain(
+            scopes
+                .iter()
+                .enumerate()
+                .map(move |(j, s)| (n + j, &*s.row, s.cfg.interval)),
+        )
 }
 
 /// Resolves when the watched value changes; never without a receiver

@@ -24,11 +24,12 @@ pub enum EventKind {
     SyncFailed,
     SyncStale,
     SystemError,
+    ScopeChanged,
 }
 
 impl EventKind {
     /// How many kinds there are (tables indexed by [`EventKind::index`]).
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     pub const ALL: [EventKind; EventKind::COUNT] = [
         EventKind::StatusChanged,
@@ -43,6 +44,7 @@ impl EventKind {
         EventKind::SyncFailed,
         EventKind::SyncStale,
         EventKind::SystemError,
+        EventKind::ScopeChanged,
     ];
 
     /// The envelope's `type`: the one place these strings are written.
@@ -60,6 +62,7 @@ impl EventKind {
             EventKind::SyncFailed => "sync.failed",
             EventKind::SyncStale => "sync.stale",
             EventKind::SystemError => "system.error",
+            EventKind::ScopeChanged => "connection.scope_changed",
         }
     }
 

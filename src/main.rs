@@ -57,6 +57,9 @@ enum Command {
         /// At most this many lines (newest kept).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+        /// The probes and changes of one of its scopes instead.
+        #[arg(long)]
+        scope: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -313,18 +316,32 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             id,
             since,
             limit,
+            scope,
             json,
         } => {
             let since = connwatch::config::parse_duration(&since)
                 .map_err(|e| Failure::Usage(format!("--since: {e}")))?;
             let daemon = load_daemon(&cli.config)?;
             let store = Store::open_read_only(&daemon.database)?;
+            if id.contains('/') {
+                return Err(Failure::Usage(format!(
+                    "{id:?} is no connection id; for a scope: connwatch history ID --scope SCOPE"
+                )));
+            }
             let key = store.key_of(&id)?.ok_or_else(|| {
                 Failure::Usage(format!(
                     "no connection {id:?} in {}",
                     daemon.database.display()
                 ))
             })?;
+            let key = match &scope {
+                None => key,
+                Some(s) => store
+                    .key_of(&connwatch::store::scope_row_id(&id, s))?
+                    .ok_or_else(|| {
+                        Failure::Usage(format!("connection {id:?} has no scope {s:?}"))
+                    })?,
+            };
             let from = connwatch::model::now_ms() - since.as_millis() as i64;
             let items = query::history(&store, key, from, limit)?;
             if json {

@@ -13,7 +13,12 @@
 //!   - `malformed`: a body that is not JSON;
 //!   - `syncing`: online, with a `sync` object whose runs complete, fail,
 //!     or stall on a 90 s cycle;
+//!   - `scoped`: online (but see its entities);
 //!   - anything else: 404.
+//! - `GET /api/v1/connections/{id}/entities/{entity}`: one record of that
+//!   entity type; for `scoped`, `purchase_orders` is refused (403
+//!   `PERMISSION_DENIED`: a permission was taken away in the source
+//!   system) while `work_orders` works.
 //! - `POST /webhook`: 204 when the signature verifies (or no secret is set),
 //!   401 when it does not, 400 when the headers are missing.
 //! - `GET /`: the list of scenarios.
@@ -41,6 +46,7 @@ pub const SCENARIOS: &[&str] = &[
     "slow",
     "malformed",
     "syncing",
+    "scoped",
 ];
 /// Signed webhooks older or newer than this are refused (Standard Webhooks).
 pub const WEBHOOK_TOLERANCE: Duration = Duration::from_secs(300);
@@ -70,6 +76,7 @@ pub fn router(opts: Options) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/api/v1/connections/{id}/status", get(status))
+        .route("/api/v1/connections/{id}/entities/{entity}", get(entity))
         .route("/webhook", post(webhook))
         .with_state(sim)
 }
@@ -91,6 +98,7 @@ async fn index() -> Json<serde_json::Value> {
             .iter()
             .map(|s| format!("/api/v1/connections/{s}/status"))
             .collect::<Vec<_>>(),
+        "entities": "/api/v1/connections/{id}/entities/{entity}",
         "webhook": "/webhook",
     }))
 }
@@ -102,7 +110,7 @@ fn online() -> Response {
 async fn status(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
     let t = sim.start.elapsed().as_secs();
     match id.as_str() {
-        "stable" => online(),
+        "stable" | "scoped" => online(),
         "cycling" => {
             if t % 45 < 20 {
                 online()
@@ -176,6 +184,18 @@ async fn status(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response
         )
             .into_response(),
     }
+}
+
+async fn entity(Path((id, entity)): Path<(String, String)>) -> Response {
+    if id == "scoped" && entity == "purchase_orders" {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": {"code": "PERMISSION_DENIED",
+                "message": "the integration user may no longer read purchase orders"}})),
+        )
+            .into_response();
+    }
+    Json(json!({"data": [{"id": 1, "type": entity}]})).into_response()
 }
 
 async fn webhook(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> StatusCode {

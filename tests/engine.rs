@@ -51,14 +51,9 @@ async fn run_engine(
 ) -> (EngineStats, std::path::PathBuf) {
     let cfg = Config::parse(&dir.path().join("c.toml"), text, &|_| None).unwrap();
     let db = cfg.daemon.database.clone();
-    let ids: Vec<_> = cfg
-        .connections
-        .iter()
-        .map(|c| connwatch::store::ConnMeta::of(c))
-        .collect();
     let known = Store::open(Path::new(&db))
         .unwrap()
-        .sync_connections(&ids)
+        .sync_connections(&connwatch::store::ConnMeta::all(&cfg))
         .unwrap();
     let prober = Prober::new(&cfg.connections, &Default::default()).unwrap();
     let (writer, join) = Writer::start(&db, cfg.daemon.history_flush).unwrap();

@@ -392,12 +392,14 @@ async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Ap
     let text = read(&state, move |s| {
         let now = now_ms();
         let rows = query::health_and_circuit(s).map_err(ApiError::internal)?;
+        let scopes = query::scope_health(s).map_err(ApiError::internal)?;
         let depth = outbox::depth(s).map_err(ApiError::internal)?;
         let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len() as i64).unwrap_or(0);
         let mut wal = db.clone().into_os_string();
         wal.push("-wal");
         let scrape = crate::ops::metrics::Scrape {
             connections: &rows,
+            scopes: &scopes,
             outbox_pending: depth.pending,
             outbox_dead: depth.dead,
             oldest_pending_age_s: depth
@@ -439,6 +441,8 @@ async fn connections(
 struct HistoryParams {
     since: Option<String>,
     limit: Option<usize>,
+    /// The history (and hourly figures) of one of its scopes instead.
+    scope: Option<String>,
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {
@@ -470,10 +474,25 @@ async fn connection(
             return Err(unknown_connection(&id));
         };
         let from = now - since.as_millis() as UnixMs;
-        let history = query::history(s, row.key, from, limit).map_err(ApiError::internal)?;
-        let hourly = query::hourly(s, row.key, now - 7 * 86_400_000).map_err(ApiError::internal)?;
+        let key = match &params.scope {
+            None => row.key,
+            Some(scope) => s
+                .key_of(&crate::store::scope_row_id(&id, scope))
+                .map_err(ApiError::internal)?
+                .filter(|_| row.scopes.iter().any(|x| x.id == *scope))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "unknown_scope",
+                        format!("connection {id:?} has no scope {scope:?}"),
+                    )
+                })?,
+        };
+        let history = query::history(s, key, from, limit).map_err(ApiError::internal)?;
+        let hourly = query::hourly(s, key, now - 7 * 86_400_000).map_err(ApiError::internal)?;
         Ok(Json(json!({
             "connection": row,
+            "scope": params.scope,
             "history_since": rfc3339(from),
             "history": history,
             "hourly": hourly.iter().map(|h| json!({

@@ -150,10 +150,31 @@ fn row(out: &mut String, r: &StatusRow, hourly: &[Hourly], this_hour: UnixMs) {
         (Some(s), _) => format!(r#" <small class="muted">({})</small>"#, esc(s)),
         (None, _) => String::new(),
     };
-    let error = match &r.last_error {
+    let mut error = match &r.last_error {
         Some(e) if is_problem(&r.health) => esc(&e.message),
         _ => String::new(),
     };
+    // Failing scopes, under the connection: which operations are refused.
+    let failing: Vec<&crate::store::query::ScopeRow> =
+        r.scopes.iter().filter(|s| s.failing()).collect();
+    if !failing.is_empty() {
+        error.push_str(r#"<ul class="scopes">"#);
+        for s in failing {
+            let _ = write!(
+                error,
+                r#"<li class="scope" data-scope="{id}" data-health="{health}"><span class="badge {tone}">{health}</span> {id}{why}</li>"#,
+                id = esc(&s.id),
+                health = esc(&s.health),
+                tone = tone(&s.health),
+                why = s
+                    .last_error
+                    .as_ref()
+                    .map(|e| format!(" — {}", esc(&e.message)))
+                    .unwrap_or_default(),
+            );
+        }
+        error.push_str("</ul>");
+    }
     let circuit_tone = match r.circuit.as_str() {
         "open" => "bad",
         "half_open" => "warn",
@@ -271,7 +292,7 @@ th,td{text-align:left;padding:.45rem .5rem;border-bottom:1px solid var(--line);v
 th{font-weight:600;color:var(--muted);font-size:.85rem}
 small{font-size:.8rem}.muted{color:var(--muted)}
 .badge{display:inline-block;padding:0 .45rem;border-radius:.6rem;color:#fff;font-weight:600;font-size:.85rem}
-.badge.ok{background:var(--ok)}.badge.warn{background:var(--warn)}.badge.bad{background:var(--bad)}.badge.auth{background:var(--auth)}.badge.perm{background:#b5507a}.badge.none{background:var(--none)}
+.badge.ok{background:var(--ok)}.badge.warn{background:var(--warn)}.badge.bad{background:var(--bad)}.badge.auth{background:var(--auth)}.badge.perm{background:#b5507a}ul.scopes{margin:.2rem 0 0;padding:0;list-style:none}ul.scopes li{margin:.1rem 0}.badge.none{background:var(--none)}
 strong.ok{color:var(--ok)}strong.bad{color:var(--bad)}
 .dot{display:inline-block;width:.6rem;height:.6rem;border-radius:50%;margin-right:.3rem}
 .dot.ok{background:var(--ok)}.dot.warn{background:var(--warn)}.dot.bad{background:var(--bad)}

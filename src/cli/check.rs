@@ -68,6 +68,9 @@ pub fn plan(c: &Config) -> String {
                 }
                 notes.push(n);
             }
+            if !k.scopes.is_empty() {
+                notes.push(format!("{} scope(s), below", k.scopes.len()));
+            }
             vec![
                 k.id.clone(),
                 schedule,
@@ -92,6 +95,39 @@ pub fn plan(c: &Config) -> String {
         ],
         &rows,
     ));
+    let scopes: Vec<Vec<String>> = c
+        .connections
+        .iter()
+        .flat_map(|k| {
+            k.scopes.iter().map(|s| {
+                vec![
+                    k.id.clone(),
+                    s.id.clone(),
+                    format!("every {}", format_duration(s.interval)),
+                    format_duration(s.timeout),
+                    format!("{} {}", s.method, redact_url(&s.url)),
+                    match &s.expect.json_pointer {
+                        None => "no body check".into(),
+                        Some(p) => format!("status at {p}"),
+                    },
+                ]
+            })
+        })
+        .collect();
+    if !scopes.is_empty() {
+        let _ = writeln!(out, "\n{} scope(s):", scopes.len());
+        out.push_str(&super::table(
+            &[
+                "CONNECTION",
+                "SCOPE",
+                "SCHEDULE",
+                "TIMEOUT",
+                "REQUEST",
+                "NOTES",
+            ],
+            &scopes,
+        ));
+    }
     let _ = writeln!(out, "\n{} sink(s):", c.sinks.len());
     let rows: Vec<Vec<String>> = c
         .sinks

@@ -57,6 +57,7 @@ fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
                     (Some(s), _) => s.clone(),
                     (None, _) => "-".into(),
                 },
+                scopes(r),
                 shorten(&err, 60),
             ]
         })
@@ -73,10 +74,31 @@ fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
             "NEXT PROBE",
             "RESOLVES WITHIN",
             "HELD",
+            "SCOPES",
             "LAST ERROR",
         ],
         &body,
     )
+}
+
+/// "-" without scopes; "3 ok"; or the failing ones first: "orders:
+/// permission_denied, items: offline; 1 ok".
+fn scopes(r: &StatusRow) -> String {
+    if r.scopes.is_empty() {
+        return "-".into();
+    }
+    let bad: Vec<String> = r
+        .scopes
+        .iter()
+        .filter(|s| s.failing())
+        .map(|s| format!("{}: {}", s.id, s.health))
+        .collect();
+    let ok = r.scopes.iter().filter(|s| s.health == "online").count();
+    match (bad.is_empty(), ok) {
+        (true, _) => format!("{ok} ok"),
+        (false, 0) => shorten(&bad.join(", "), 60),
+        (false, ok) => shorten(&format!("{}; {ok} ok", bad.join(", ")), 60),
+    }
 }
 
 fn shorten(s: &str, n: usize) -> String {

@@ -324,6 +324,32 @@ pub struct Connection {
     /// Event types this connection emits.
     pub events: crate::event::EventFilter,
     pub tls: Tls,
+    /// Operations (entity types) probed besides the status endpoint.
+    pub scopes: Vec<Arc<Scope>>,
+}
+
+/// Scopes one connection may have.
+pub const MAX_SCOPES: usize = 32;
+/// A scope's default interval, in intervals of its connection.
+pub const SCOPE_INTERVAL_FACTOR: u32 = 10;
+
+/// One `[[connection.scope]]`: an operation of its connection (reading one
+/// entity type, say), probed on its own cadence with the connection's TLS
+/// settings, body cap and thresholds. The default expectation is any 2xx
+/// and no body check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    pub id: String,
+    /// May carry credentials; print with [`redact_url`].
+    pub url: Url,
+    pub method: reqwest::Method,
+    /// The connection's headers, then the scope's own (by name).
+    pub headers: Vec<(String, Secret)>,
+    pub body: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub degraded_after: Option<Duration>,
+    pub expect: Arc<Expect>,
 }
 
 /// One `[[sink]]`: the keys every sink has, and what its kind does.
@@ -635,6 +661,7 @@ impl Connection {
             sinks: Vec::new(),
             events: crate::event::EventFilter::all(),
             tls: Tls::default(),
+            scopes: Vec::new(),
         }
     }
 }

@@ -68,6 +68,23 @@ pub struct RawProbe {
     pub tls_client_cert: Option<String>,
     pub tls_client_key: Option<String>,
     pub tls_insecure: Option<bool>,
+    /// `[[connection.scope]]` (refused in `[defaults]`).
+    pub scope: Option<Vec<RawScope>>,
+}
+
+/// One `[[connection.scope]]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScope {
+    pub id: Option<String>,
+    pub url: Option<String>,
+    pub interval: Option<String>,
+    pub method: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub body: Option<String>,
+    pub timeout: Option<String>,
+    pub degraded_after: Option<String>,
+    pub expect: Option<RawExpect>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -67,6 +67,33 @@ pub const BREAKER: &[Field] = &[
     leaf("auth_interval"),
 ];
 
+/// A scope's expectation: no sync (that is the status endpoint's).
+pub const SCOPE_EXPECT: &[Field] = &[
+    leaf("status"),
+    leaf("json_pointer"),
+    leaf("online"),
+    leaf("degraded"),
+    leaf("offline"),
+];
+
+pub const SCOPE: &[Field] = &[
+    leaf("id"),
+    leaf("url"),
+    leaf("interval"),
+    leaf("method"),
+    Field {
+        name: "headers",
+        shape: Shape::Map,
+    },
+    leaf("body"),
+    leaf("timeout"),
+    leaf("degraded_after"),
+    Field {
+        name: "expect",
+        shape: Shape::Table(SCOPE_EXPECT),
+    },
+];
+
 /// Keys a connection may set; `[defaults]` takes the same minus identity.
 macro_rules! probe_keys {
     ($($extra:expr),*) => {
@@ -94,6 +121,9 @@ macro_rules! probe_keys {
             leaf("tls_client_cert"),
             leaf("tls_client_key"),
             leaf("tls_insecure"),
+            // Known in `[defaults]` too, so that it is refused there with
+            // a reason rather than as an unknown key.
+            Field { name: "scope", shape: Shape::Tables(SCOPE) },
         ]
     };
 }
@@ -169,23 +199,30 @@ pub const TOP: &[Field] = &[
 pub struct Spans {
     values: HashMap<String, Range<usize>>,
     keys: HashMap<String, Range<usize>>,
-    /// The id of each `connection[N]` and `sink[N]` that has a valid one,
-    /// so errors name an entry by its id.
+    /// The id of each `connection[N]`, `connection[N].scope[M]` and
+    /// `sink[N]` that has a valid one, so errors name an entry by its id.
     ids: HashMap<String, String>,
 }
 
 impl Spans {
     /// A key path as an operator reads it: `connection[3].interval` is
-    /// `connection "oracle-erp".interval` when that entry has an id.
+    /// `connection "oracle-erp".interval` when that entry has an id, and
+    /// `connection[3].scope[1].url` is `connection "oracle-erp".scope
+    /// "orders".url`.
     pub fn display(&self, path: &str) -> String {
-        let entry_end = path.find(']').map(|i| i + 1);
-        if let Some(end) = entry_end {
-            let (entry, rest) = path.split_at(end);
-            if let (Some(id), Some((section, _))) = (self.ids.get(entry), entry.split_once('[')) {
-                return format!("{section} {id:?}{rest}");
+        let mut out = String::with_capacity(path.len() + 16);
+        let mut done = 0;
+        for (end, _) in path.match_indices(']') {
+            let entry = &path[..=end];
+            let piece = &path[done..=end];
+            match (self.ids.get(entry), piece.split_once('[')) {
+                (Some(id), Some((section, _))) => out.push_str(&format!("{section} {id:?}")),
+                _ => out.push_str(piece),
             }
+            done = end + 1;
         }
-        path.to_string()
+        out.push_str(&path[done..]);
+        out
     }
 
     /// The key path whose value is the narrowest one holding `span` (to

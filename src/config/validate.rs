@@ -435,6 +435,13 @@ pub(super) fn validate(
         }
     }
     let defaults = raw.defaults.unwrap_or_default();
+    if defaults.scope.is_some() {
+        cx.err(
+            "defaults.scope",
+            "scopes are one connection's operations (their URLs name it): put each \
+             [[connection.scope]] under its [[connection]]",
+        );
+    }
     let mut connections = Vec::with_capacity(raw.connection.len());
     let mut seen = HashSet::new();
     for (i, c) in raw.connection.iter().enumerate() {
@@ -1007,6 +1014,7 @@ fn connection(
         .map(|(l, p)| cx.event_filter(l, &p))
         .unwrap_or_else(EventFilter::all);
     let tls = tls(cx, c, d, cp);
+    let scopes = scopes(cx, c, cp, cadence.as_ref(), &headers, timeout);
 
     if let (Some(Cadence::Interval(iv)), Some(t)) = (&cadence, timeout) {
         if t > *iv * 10 {
@@ -1042,7 +1050,160 @@ fn connection(
         sinks,
         events,
         tls: tls?,
+        scopes: scopes?,
     })
+}
+
+/// The `[[connection.scope]]` tables of connection `c` (at `cp`): its
+/// headers and timeout apply unless a scope sets its own; the interval is
+/// ten of the connection's unless set (a cron connection's scopes must set
+/// it).
+fn scopes(
+    cx: &mut Ctx<'_>,
+    c: &RawProbe,
+    cp: &str,
+    cadence: Option<&Cadence>,
+    headers: &[(String, Secret)],
+    timeout: Option<Duration>,
+) -> Option<Vec<Arc<Scope>>> {
+    let raw = c.scope.as_deref().unwrap_or_default();
+    if raw.len() > MAX_SCOPES {
+        cx.err(
+            &format!("{cp}.scope"),
+            format!(
+                "{} scopes; a connection may have at most {MAX_SCOPES}",
+                raw.len()
+            ),
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut ok = true;
+    let mut seen = HashSet::new();
+    for (j, s) in raw.iter().enumerate() {
+        let sp = format!("{cp}.scope[{j}]");
+        let id = cx.id(s.id.as_ref(), &sp, "every [[connection.scope]]");
+        if let Some(id) = &id {
+            if !seen.insert(id.clone()) {
+                cx.err(
+                    &format!("{sp}.id"),
+                    format!("duplicate scope id {id:?} in this connection"),
+                );
+                ok = false;
+            }
+        }
+        let url = match &s.url {
+            Some(u) => cx.url(u, &format!("{sp}.url")),
+            None => {
+                cx.err(&sp, "every [[connection.scope]] needs a `url`");
+                None
+            }
+        };
+        let method = match &s.method {
+            None => Some(reqwest::Method::GET),
+            Some(m) => match reqwest::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    cx.err(
+                        &format!("{sp}.method"),
+                        format!("{m:?} is not an HTTP method"),
+                    );
+                    None
+                }
+            },
+        };
+        let mut hs = headers.to_vec();
+        if let Some(h) = &s.headers {
+            for (name, v) in cx.headers(h, &format!("{sp}.headers")) {
+                hs.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+                hs.push((name, v));
+            }
+        }
+        let body = s
+            .body
+            .as_ref()
+            .and_then(|b| cx.string(b, &format!("{sp}.body")));
+        let interval = match (&s.interval, cadence) {
+            (Some(i), _) => cx.duration_in(
+                i,
+                &format!("{sp}.interval"),
+                MIN_INTERVAL,
+                Duration::from_secs(86_400),
+            ),
+            (None, Some(Cadence::Interval(iv))) => {
+                Some((*iv * SCOPE_INTERVAL_FACTOR).min(Duration::from_secs(86_400)))
+            }
+            (None, Some(Cadence::Cron(_))) => {
+                cx.err(
+                    &sp,
+                    "the connection runs on a cron `schedule`: give each scope an `interval`",
+                );
+                None
+            }
+            // The connection's cadence is wrong; that error is reported.
+            (None, None) => None,
+        };
+        let scope_timeout = match &s.timeout {
+            Some(t) => cx.duration_in(
+                t,
+                &format!("{sp}.timeout"),
+                Duration::from_millis(1),
+                Duration::from_secs(3600),
+            ),
+            None => timeout,
+        };
+        let degraded_after = match &s.degraded_after {
+            None => Some(None),
+            Some(d) => cx
+                .duration_in(
+                    d,
+                    &format!("{sp}.degraded_after"),
+                    Duration::from_millis(1),
+                    Duration::from_secs(3600),
+                )
+                .map(Some),
+        };
+        // Any 2xx and no body check, unless the scope says otherwise.
+        let expect = expect(cx, s.expect.as_ref(), None, &sp).map(|mut e| {
+            if s.expect.as_ref().is_none_or(|x| x.json_pointer.is_none()) {
+                e.json_pointer = None;
+            }
+            e
+        });
+        match (
+            id,
+            url,
+            method,
+            body,
+            interval,
+            scope_timeout,
+            degraded_after,
+            expect,
+        ) {
+            (
+                Some(id),
+                Some(url),
+                Some(method),
+                body,
+                Some(interval),
+                Some(timeout),
+                Some(degraded_after),
+                Some(expect),
+            ) => out.push(Arc::new(Scope {
+                id,
+                url,
+                method,
+                headers: hs,
+                body,
+                interval,
+                timeout,
+                degraded_after,
+                expect: cx.shared_expect(expect),
+            })),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 fn cadence(

@@ -57,6 +57,19 @@ impl HoldState {
             self.backoff_attempts = 0;
             return None;
         }
+        Some(self.rate_limit(retry_after, now, s, draw))
+    }
+
+    /// A rate-limited answer (of the status endpoint or of a scope: one
+    /// limit per connection): no probe before its Retry-After, or the
+    /// backoff.
+    pub fn rate_limit(
+        &mut self,
+        retry_after: Option<Duration>,
+        now: UnixMs,
+        s: &HoldSettings,
+        draw: f64,
+    ) -> RateHold {
         let (wait, capped_from, backoff) = match retry_after {
             Some(ra) if ra > s.retry_after_max => (s.retry_after_max, Some(ra), false),
             Some(ra) => (ra, None, false),
@@ -76,12 +89,17 @@ impl HoldState {
             self.backoff_attempts = 0;
         }
         let until = now + wait.as_millis() as i64;
+        // A later deadline already set (by another answer) stands.
+        let until = self
+            .rate_limited_until
+            .filter(|t| *t > until)
+            .unwrap_or(until);
         self.rate_limited_until = Some(until);
-        Some(RateHold {
+        RateHold {
             until,
             capped_from,
             backoff,
-        })
+        }
     }
 
     /// The hold in force at `now`, with its reason.

@@ -236,3 +236,113 @@ proptest! {
         prop_assert!(n >= 3 + (day / (60_000 + step)) as usize / 2, "{n} probes: the trials did happen");
     }
 }
+
+fn scoped(ids: &[&str]) -> Connection {
+    let mut c = conn(1);
+    c.scopes = ids
+        .iter()
+        .map(|id| {
+            std::sync::Arc::new(crate::config::Scope {
+                id: id.to_string(),
+                url: url::Url::parse("http://127.0.0.1:1/e").unwrap(),
+                method: reqwest::Method::GET,
+                headers: Vec::new(),
+                body: None,
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                degraded_after: None,
+                expect: std::sync::Arc::new(crate::config::Expect::default()),
+            })
+        })
+        .collect();
+    c
+}
+
+#[test]
+fn a_refused_scope_degrades_an_online_connection_and_all_refused_deny_it() {
+    let c = scoped(&["orders", "items"]);
+    let mut s = MonitorState::default();
+    assert_eq!(s.fit(&c, 0), None);
+    assert_eq!(s.scopes.len(), 2, "configured scopes start unknown");
+    let on = classified(Outcome::Online, None);
+    let denied = classified(Outcome::PermissionDenied, None);
+    let t = s.observe(&on, 0, &c, HALF).transition.unwrap();
+    assert_eq!(
+        (t.previous, t.current),
+        (Health::Unknown, Health::Is(Outcome::Online))
+    );
+    // One refused: confirmed at once, the connection degraded.
+    let o = s.observe_scope("orders", &denied, 1_000, &c, HALF);
+    assert_eq!(
+        o.scope.unwrap().current,
+        Health::Is(Outcome::PermissionDenied)
+    );
+    let t = o.transition.unwrap();
+    assert_eq!(
+        (t.previous, t.current),
+        (Health::Is(Outcome::Online), Health::Is(Outcome::Degraded))
+    );
+    // The endpoint's probes do not undo it.
+    assert_eq!(s.observe(&on, 2_000, &c, HALF).transition, None);
+    assert_eq!(s.current(), Health::Is(Outcome::Degraded));
+    // Both refused: the connection is refused.
+    let t = s
+        .observe_scope("items", &denied, 3_000, &c, HALF)
+        .transition
+        .unwrap();
+    assert_eq!(t.current, Health::Is(Outcome::PermissionDenied));
+    // The endpoint going down wins; coming back, the scopes count again.
+    for i in 0..3 {
+        s.observe(&classified(Outcome::Offline, None), 4_000 + i, &c, HALF);
+    }
+    assert_eq!(s.current(), Health::Is(Outcome::Offline));
+    // A reload that drops both scopes: the connection is its endpoint.
+    let mut s2 = s.clone();
+    s2.health.health = Health::Is(Outcome::Online);
+    let t = s2.fit(&conn(1), 10_000).unwrap();
+    assert_eq!(
+        (t.previous, t.current),
+        (
+            Health::Is(Outcome::PermissionDenied),
+            Health::Is(Outcome::Online)
+        )
+    );
+    assert!(s2.scopes.is_empty());
+}
+
+#[test]
+fn a_scope_confirms_failures_with_the_thresholds_and_a_429_holds_the_connection() {
+    let c = scoped(&["orders"]);
+    let mut s = MonitorState::default();
+    s.fit(&c, 0);
+    s.observe(&classified(Outcome::Online, None), 0, &c, HALF);
+    let off = classified(Outcome::Offline, None);
+    assert_eq!(
+        s.observe_scope("orders", &off, 1_000, &c, HALF).transition,
+        None
+    );
+    assert_eq!(
+        s.observe_scope("orders", &off, 2_000, &c, HALF).transition,
+        None
+    );
+    let o = s.observe_scope("orders", &off, 3_000, &c, HALF);
+    assert_eq!(
+        o.transition.unwrap().current,
+        Health::Is(Outcome::Degraded),
+        "failure_threshold 3"
+    );
+    assert_eq!(
+        s.breaker.circuit,
+        Circuit::Closed,
+        "a scope never opens the circuit"
+    );
+    // A rate limit on a scope: no change of the scope, the whole connection waits.
+    let limited = classified(Outcome::RateLimited, Some(Duration::from_secs(20)));
+    let o = s.observe_scope("orders", &limited, 4_000, &c, HALF);
+    assert_eq!(o.scope, None);
+    assert_eq!(o.rate_hold.unwrap().until, 24_000);
+    assert_eq!(s.gate(5_000), Some((24_000, "retry_after")));
+    // The state round-trips with its scopes.
+    let back = MonitorState::restore(Some(&s.to_json()), Health::Unknown, None);
+    assert_eq!(back, s);
+}

@@ -3,7 +3,7 @@
 
 use crate::config::Connection;
 use crate::model::{rfc3339, Classified, Health};
-use crate::monitor::{CircuitEvent, FlapEvent, Observed, SyncEvent};
+use crate::monitor::{CircuitEvent, FlapEvent, Observed, ScopeObserved, SyncEvent};
 use crate::policy::{self, Held};
 
 /// The log lines of one probe's changes (the events are the policy's).
@@ -67,5 +67,38 @@ pub fn observed(cfg: &Connection, c: &Classified, obs: &Observed, held: Held, he
         if let SyncEvent::Stale { age_ms, .. } = s {
             tracing::warn!(connection_id = %id, age_s = age_ms / 1000, "sync is stale");
         }
+    }
+}
+
+/// The log lines of one scope probe's changes.
+pub fn scope_observed(cfg: &Connection, scope: &str, c: &Classified, obs: &ScopeObserved) {
+    let id = &cfg.id;
+    let error = c.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+    tracing::debug!(
+        connection_id = %id,
+        scope,
+        outcome = %c.outcome,
+        latency_ms = c.latency.as_millis() as u64,
+        error,
+        "scope probe"
+    );
+    if let Some(t) = obs.scope {
+        let (previous, current) = (t.previous, t.current);
+        if current == Health::Is(crate::model::Outcome::Online) || previous == Health::Unknown {
+            tracing::info!(connection_id = %id, scope, %previous, %current, error, "scope changed");
+        } else {
+            tracing::warn!(connection_id = %id, scope, %previous, %current, error, "scope changed");
+        }
+    }
+    if let Some(t) = obs.transition {
+        let (previous, current) = (t.previous, t.current);
+        if current == Health::Is(crate::model::Outcome::Online) {
+            tracing::info!(connection_id = %id, scope, %previous, %current, "health changed with a scope");
+        } else {
+            tracing::warn!(connection_id = %id, scope, %previous, %current, "health changed with a scope");
+        }
+    }
+    if let Some(rh) = obs.rate_hold {
+        tracing::warn!(connection_id = %id, scope, until = %rfc3339(rh.until), "scope rate limited: the whole connection waits");
     }
 }

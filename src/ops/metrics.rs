@@ -196,6 +196,9 @@ pub struct Scrape<'a> {
     /// Id, health and circuit code of each connection
     /// (`query::health_and_circuit`).
     pub connections: &'a [(String, &'static str, u8)],
+    /// Connection id, scope id and health of each scope
+    /// (`query::scope_health`).
+    pub scopes: &'a [(String, String, &'static str)],
     pub outbox_pending: i64,
     pub outbox_dead: i64,
     pub oldest_pending_age_s: f64,
@@ -278,6 +281,19 @@ pub fn render(scrape: &Scrape) -> prometheus::Result<Vec<u8>> {
             circuit
         ));
     }
+    if !scrape.scopes.is_empty() {
+        line(format_args!(
+            "# HELP connwatch_scope_health 1 for each scope's current health (one series per scope).\n# TYPE connwatch_scope_health gauge\n"
+        ));
+        for (conn, scope, health) in scrape.scopes {
+            line(format_args!(
+                "connwatch_scope_health{{connection=\"{}\",scope=\"{}\",health=\"{}\"}} 1\n",
+                LabelValue(conn),
+                LabelValue(scope),
+                LabelValue(health)
+            ));
+        }
+    }
     Ok(out)
 }
 
@@ -312,6 +328,11 @@ mod tests {
                 ("a\"b".to_string(), "offline", 2),
                 ("back\\slash\nnewline".to_string(), "online", 0),
             ],
+            scopes: &[(
+                "a\"b".to_string(),
+                "orders".to_string(),
+                "permission_denied",
+            )],
             outbox_pending: 3,
             outbox_dead: 0,
             oldest_pending_age_s: 1.5,
@@ -326,6 +347,8 @@ mod tests {
             "connwatch_connection_circuit_state{connection=\"a\\\"b\"} 2",
             "connwatch_connection_circuit_state{connection=\"back\\\\slash\\nnewline\"} 0",
             "connwatch_outbox_pending 3",
+            "connwatch_scope_health{connection=\"a\\\"b\",scope=\"orders\",health=\"permission_denied\"} 1",
+            "connwatch_probes_total{outcome=\"permission_denied\"}",
             "connwatch_build_info{version=",
             "connwatch_deliveries_total{result=\"done\",sink=\"ops\"}",
         ] {

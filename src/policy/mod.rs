@@ -36,7 +36,7 @@ pub mod plan;
 pub mod route;
 
 pub use page::PageAction;
-pub use plan::{after_probe, after_trial, catch_up, held, Probe};
+pub use plan::{after_probe, after_scope, after_trial, catch_up, held, Probe, ScopeProbe};
 pub use route::{Route, Router, Routes};
 
 use crate::event::EventKind;

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::event::EventKind;
 use crate::model::{rfc3339, Health, Outcome, ProbeError, UnixMs};
-use crate::monitor::{CircuitEvent, FlapEvent, MonitorState, Observed, SyncEvent};
+use crate::monitor::{CircuitEvent, FlapEvent, MonitorState, Observed, ScopeObserved, SyncEvent};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -90,6 +90,62 @@ pub fn after_probe(st: &mut MonitorState, p: &Probe<'_>, routes: &Routes) -> Vec
     out
 }
 
+/// What one probe of a scope brought, as the policy needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeProbe<'a> {
+    pub at: UnixMs,
+    /// The scope's id.
+    pub scope: &'a str,
+    pub observed: &'a ScopeObserved,
+    pub error: Option<&'a ProbeError>,
+    pub held: Held,
+}
+
+/// The events of one probe of a scope: `connection.scope_changed` when
+/// the scope's confirmed health changed (its first health, when online, is
+/// a baseline, told to no one), then the connection's status change if
+/// that moved it. Updates the alert memory in `st`.
+pub fn after_scope(st: &mut MonitorState, p: &ScopeProbe<'_>, routes: &Routes) -> Vec<Planned> {
+    let cx = Cx {
+        at: p.at,
+        routes,
+        error: None,
+        latency_ms: None,
+        auth_interval: Duration::ZERO,
+    };
+    let mut out = Vec::new();
+    if let Some(t) = p
+        .observed
+        .scope
+        .filter(|t| !is_baseline(t.previous, t.current))
+    {
+        let data = json!({
+            "scope": p.scope,
+            "previous": t.previous.as_str(),
+            "current": t.current.as_str(),
+            "error": p.error,
+        });
+        push(
+            &mut out,
+            routes,
+            EventKind::ScopeChanged,
+            data,
+            p.held.other,
+            Priority::Info,
+            None,
+        );
+    }
+    if let (Some(t), Some(reason)) = (p.observed.transition, p.held.per_change) {
+        if !is_baseline(t.previous, t.current) {
+            status(st, t.previous, t.current, &cx, Some(reason), &mut out);
+        }
+    }
+    if p.held.per_change.is_none() {
+        catch_up_into(st, &cx, &mut out);
+    }
+    out
+}
+
 /// `circuit.half_opened`, when a trial probe is about to be sent.
 pub fn after_trial(at: UnixMs, held: Held, routes: &Routes) -> Vec<Planned> {
     let cx = Cx {
@@ -139,7 +195,7 @@ struct Cx<'a> {
 }
 
 fn catch_up_into(st: &mut MonitorState, cx: &Cx<'_>, out: &mut Vec<Planned>) {
-    let current = st.health.health;
+    let current = st.current();
     if current == Health::Unknown || current == st.sent {
         return;
     }
@@ -159,7 +215,13 @@ fn status(
     suppressed: Option<Reason>,
     out: &mut Vec<Planned>,
 ) {
-    let error = cx.error.map(|e| json!(e)).unwrap_or(Value::Null);
+    // When the scopes decided the health, they say why.
+    let scopes = st.combined().error;
+    let error = scopes
+        .as_ref()
+        .or(cx.error)
+        .map(|e| json!(e))
+        .unwrap_or(Value::Null);
     let (priority, page) = match suppressed {
         Some(_) => (Priority::Info, None),
         None => (
@@ -258,7 +320,7 @@ fn flap(
     };
     let data = json!({
         "percent_state_change": (percent * 10.0).round() / 10.0,
-        "health": st.health.health.as_str(),
+        "health": st.current().as_str(),
     });
     push(out, cx.routes, kind, data, suppressed, Priority::Info, None);
 }

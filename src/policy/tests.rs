@@ -453,6 +453,90 @@ fn a_trial_and_a_catch_up_without_a_probe() {
 }
 
 #[test]
+fn a_scope_change_is_its_own_event_and_moves_the_status_with_the_scopes_error() {
+    use crate::monitor::{ScopeObserved, ScopeState};
+    let r = routes();
+    let mut st = state(ON, None, ON);
+    let scope = |o: Outcome| ScopeState {
+        health: crate::monitor::HealthMachine {
+            health: h(o),
+            ..Default::default()
+        },
+        error: None,
+    };
+    // The first health of a scope, online: a baseline, nothing told.
+    st.scopes.insert("orders".into(), scope(Outcome::Online));
+    let baseline = ScopeObserved {
+        scope: Some(Transition {
+            previous: Health::Unknown,
+            current: ON,
+            at: 1_000,
+        }),
+        ..Default::default()
+    };
+    fn p(o: &ScopeObserved) -> crate::policy::ScopeProbe<'_> {
+        crate::policy::ScopeProbe {
+            at: 1_000,
+            scope: "orders",
+            observed: o,
+            error: None,
+            held: NONE,
+        }
+    }
+    assert!(after_scope(&mut st, &p(&baseline), &r).is_empty());
+    // Refused: the scope's change to raw sinks, the connection's to all.
+    st.scopes
+        .insert("orders".into(), scope(Outcome::PermissionDenied));
+    st.scopes.insert("items".into(), scope(Outcome::Online));
+    let refused = ScopeObserved {
+        scope: Some(Transition {
+            previous: ON,
+            current: h(Outcome::PermissionDenied),
+            at: 2_000,
+        }),
+        transition: Some(Transition {
+            previous: ON,
+            current: h(Outcome::Degraded),
+            at: 2_000,
+        }),
+        rate_hold: None,
+    };
+    let got = after_scope(&mut st, &p(&refused), &r);
+    assert_eq!(
+        show(&got),
+        [
+            "connection.scope_changed online→permission_denied: hook/info",
+            "connection.status_changed online→degraded: hook/fresh pd/trigger:warning chat/fresh",
+        ]
+    );
+    assert_eq!(got[0].data["scope"], "orders");
+    assert_eq!(got[1].data["error"]["kind"], "scope");
+    assert_eq!(
+        got[1].data["error"]["message"],
+        "scope orders is permission_denied"
+    );
+    // Held by a maintenance window: recorded, told to no one.
+    let maint = Held {
+        per_change: Some(Reason::Maintenance),
+        other: Some(Reason::Maintenance),
+    };
+    let mut st2 = state(ON, None, ON);
+    st2.scopes
+        .insert("orders".into(), scope(Outcome::PermissionDenied));
+    let q = crate::policy::ScopeProbe {
+        held: maint,
+        ..p(&refused)
+    };
+    assert_eq!(
+        show(&after_scope(&mut st2, &q, &r)),
+        [
+            "connection.scope_changed online→permission_denied (held maintenance):",
+            "connection.status_changed online→degraded (held maintenance):",
+        ]
+    );
+}
+
+#[test]
 fn holds_come_from_maintenance_silences_the_parent_and_flapping() {
     let own = MonitorState::default();
     let maint = held(Some(10_000), None, 9_999, None, &own);

@@ -76,6 +76,15 @@ pub struct Report {
     pub latency: Duration,
 }
 
+/// What one request is made of (a connection's or a scope's).
+struct Spec<'a> {
+    url: &'a url::Url,
+    method: &'a Method,
+    headers: &'a [(String, crate::config::Secret)],
+    body: Option<&'a str>,
+    timeout: Duration,
+}
+
 /// Builds and holds the shared clients.
 pub struct Prober {
     default: Arc<Client>,
@@ -125,7 +134,36 @@ impl Prober {
 
     /// The request for a connection (headers parsed and marked sensitive once).
     pub fn request(&self, c: &Connection) -> Request {
-        let target = Target::new(&c.url);
+        self.build(
+            c,
+            Spec {
+                url: &c.url,
+                method: &c.method,
+                headers: &c.headers,
+                body: c.body.as_deref(),
+                timeout: c.timeout,
+            },
+        )
+    }
+
+    /// The request of scope `s` of connection `c`: the scope's URL, method,
+    /// headers, body and timeout, with the connection's TLS settings and
+    /// body cap.
+    pub fn scope_request(&self, c: &Connection, s: &crate::config::Scope) -> Request {
+        self.build(
+            c,
+            Spec {
+                url: &s.url,
+                method: &s.method,
+                headers: &s.headers,
+                body: s.body.as_deref(),
+                timeout: s.timeout,
+            },
+        )
+    }
+
+    fn build(&self, c: &Connection, spec: Spec<'_>) -> Request {
+        let target = Target::new(spec.url);
         let mut headers = HeaderMap::new();
         if let Some(host) = target
             .as_ref()
@@ -136,10 +174,10 @@ impl Prober {
         headers.insert(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
         headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-        if let Some(v) = basic_auth(&c.url) {
+        if let Some(v) = basic_auth(spec.url) {
             headers.insert(AUTHORIZATION, v);
         }
-        for (name, value) in &c.headers {
+        for (name, value) in spec.headers {
             // Both were validated at load.
             if let (Ok(n), Ok(mut v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -159,11 +197,14 @@ impl Prober {
                 .unwrap_or_else(|| Arc::clone(&self.default))
         };
         Request {
-            method: c.method.clone(),
+            method: spec.method.clone(),
             target,
             headers,
-            body: c.body.clone().map(Bytes::from).unwrap_or_default(),
-            timeout: c.timeout,
+            body: spec
+                .body
+                .map(|b| Bytes::from(b.to_string()))
+                .unwrap_or_default(),
+            timeout: spec.timeout,
             max_body: c.max_body,
             client,
         }

@@ -260,6 +260,10 @@ fn tone(it: &Item) -> Tone {
             | EventKind::RateLimited,
         ) => Tone::Warn,
         Some(EventKind::FlappingStopped | EventKind::CircuitClosed) => Tone::Good,
+        Some(EventKind::ScopeChanged) => match it.out.envelope["data"]["current"].as_str() {
+            Some("online") => Tone::Good,
+            _ => Tone::Warn,
+        },
         _ => Tone::Info,
     }
 }
@@ -329,6 +333,16 @@ fn what(it: &Item, n: usize) -> String {
         Some(EventKind::AuthRequired) => "reported expired credentials".into(),
         Some(EventKind::RateLimited) => "were rate limited".into(),
         Some(EventKind::SystemError) => "reported a system error".into(),
+        Some(EventKind::ScopeChanged) if plural => "had a scope change".into(),
+        Some(EventKind::ScopeChanged) => {
+            let d = &it.out.envelope["data"];
+            format!(
+                "scope {}: {} → {}",
+                d["scope"].as_str().unwrap_or("?"),
+                d["previous"].as_str().unwrap_or("?"),
+                d["current"].as_str().unwrap_or("?")
+            )
+        }
         None => it.out.kind.clone(),
     }
 }

@@ -60,6 +60,12 @@ pub struct Store {
     pub path: PathBuf,
 }
 
+/// The row id of scope `scope` of connection `conn`: `conn/scope` (ids
+/// have no `/`, so it names no connection).
+pub fn scope_row_id(conn: &str, scope: &str) -> String {
+    format!("{conn}/{scope}")
+}
+
 /// A connection row's persisted identity and state.
 #[derive(Debug, Clone)]
 pub struct Known {
@@ -85,6 +91,8 @@ pub struct ConnMeta {
     /// Successes that close a circuit and confirm `online` (status works
     /// out how soon a recovery would be resolved).
     pub success_threshold: u32,
+    /// For a scope's row: its connection's id.
+    pub scope_of: Option<String>,
 }
 
 impl ConnMeta {
@@ -102,7 +110,32 @@ impl ConnMeta {
             interval_ms: c.interval().map(|d| d.as_millis() as i64),
             depends_on: c.depends_on.clone(),
             success_threshold: c.breaker.success_threshold,
+            scope_of: None,
         }
+    }
+
+    /// The row of scope `s` of connection `c`.
+    pub fn scope(c: &crate::config::Connection, s: &crate::config::Scope) -> ConnMeta {
+        ConnMeta {
+            id: scope_row_id(&c.id, &s.id),
+            name: None,
+            url: crate::config::redact_url(&s.url),
+            cadence: format!("every {}", crate::config::format_duration(s.interval)),
+            interval_ms: Some(s.interval.as_millis() as i64),
+            depends_on: None,
+            success_threshold: c.breaker.success_threshold,
+            scope_of: Some(c.id.clone()),
+        }
+    }
+
+    /// The rows of a configuration's connections and their scopes.
+    pub fn all(config: &crate::config::Config) -> Vec<ConnMeta> {
+        let mut out = Vec::with_capacity(config.connections.len());
+        for c in &config.connections {
+            out.push(ConnMeta::of(c));
+            out.extend(c.scopes.iter().map(|s| ConnMeta::scope(c, s)));
+        }
+        out
     }
 
     /// A bare entry (tests).
@@ -200,11 +233,11 @@ impl Store {
         {
             let mut up = tx
                 .prepare(
-                    "INSERT INTO connections (id, name, url, configured, cadence, interval_ms, depends_on, success_threshold)
-                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7)
+                    "INSERT INTO connections (id, name, url, configured, cadence, interval_ms, depends_on, success_threshold, scope_of)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT(id) DO UPDATE SET name = excluded.name, url = excluded.url, configured = 1,
                        cadence = excluded.cadence, interval_ms = excluded.interval_ms, depends_on = excluded.depends_on,
-                       success_threshold = excluded.success_threshold",
+                       success_threshold = excluded.success_threshold, scope_of = excluded.scope_of",
                 )
                 .map_err(|e| sq(&p, e))?;
             let mut get = tx
@@ -218,7 +251,8 @@ impl Store {
                     c.cadence,
                     c.interval_ms,
                     c.depends_on,
-                    c.success_threshold
+                    c.success_threshold,
+                    c.scope_of
                 ])
                 .map_err(|e| sq(&p, e))?;
                 let k = get

@@ -49,6 +49,8 @@ pub struct StatusRow {
     /// What the operator should know: `sync_pointer_missing` (the
     /// configured sync pointer found nothing in the first bodies).
     pub notes: Vec<String>,
+    /// Its scopes (`[[connection.scope]]`), by id.
+    pub scopes: Vec<ScopeRow>,
     /// The health receivers were last sent.
     pub sent_health: Option<String>,
     pub cadence: Option<String>,
@@ -59,6 +61,30 @@ pub struct StatusRow {
     pub last_probe_ms: Option<UnixMs>,
     #[serde(skip)]
     pub next_probe_ms: Option<UnixMs>,
+}
+
+/// One scope of a connection, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScopeRow {
+    pub id: String,
+    /// Its confirmed health (`unknown` until its first probe).
+    pub health: String,
+    pub since: Option<String>,
+    pub last_outcome: Option<String>,
+    pub last_probe_at: Option<String>,
+    pub last_error: Option<ProbeError>,
+    /// `every 5m`.
+    pub cadence: Option<String>,
+    #[serde(skip)]
+    pub last_probe_ms: Option<UnixMs>,
+}
+
+impl ScopeRow {
+    /// Whether it counts against its connection (see
+    /// [`crate::monitor::scope::failing`]).
+    pub fn failing(&self) -> bool {
+        crate::model::Health::parse(&self.health).is_some_and(crate::monitor::scope::failing)
+    }
 }
 
 impl StatusRow {
@@ -132,7 +158,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
         .prepare(
             "SELECT key, id, name, health, health_since, circuit, consecutive_failures, state, hold_until,
                     hold_reason, suppressed, sent_health, cadence, interval_ms, depends_on, success_threshold
-             FROM connections WHERE configured = 1 AND (?1 IS NULL OR id = ?1) ORDER BY id",
+             FROM connections WHERE configured = 1 AND scope_of IS NULL AND (?1 IS NULL OR id = ?1) ORDER BY id",
         )
         .map_err(|e| sq(p, e))?;
     let rows: Vec<ConnRow> = stmt
@@ -160,6 +186,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
         .collect::<rusqlite::Result<_>>()
         .map_err(|e| sq(p, e))?;
     let silences = super::silences::current(&store.db, now).map_err(|e| sq(p, e))?;
+    let mut scopes = scope_rows(store, id)?;
     let mut out = Vec::with_capacity(rows.len());
     for c in rows {
         let last = last_probe(store, c.key)?;
@@ -224,6 +251,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
                 last.map(|t| ((t - now).max(0) + 999) / 1000)
             }
         };
+        let conn_scopes = scopes.remove(&c.id).unwrap_or_default();
         out.push(StatusRow {
             key: c.key,
             id: c.id,
@@ -245,6 +273,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
             silence,
             flapping,
             notes,
+            scopes: conn_scopes,
             sent_health: c.sent_health,
             cadence: c.cadence,
             depends_on: c.depends_on,
@@ -254,6 +283,86 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
         });
     }
     Ok(out)
+}
+
+/// The configured scopes of every connection (or of connection `id`), by
+/// connection id, each list in scope id order.
+fn scope_rows(
+    store: &Store,
+    id: Option<&str>,
+) -> Result<std::collections::HashMap<String, Vec<ScopeRow>>> {
+    let p = &store.path;
+    let mut stmt = store
+        .db
+        .prepare(
+            "SELECT key, id, scope_of, health, health_since, cadence FROM connections
+             WHERE configured = 1 AND scope_of IS NOT NULL AND (?1 IS NULL OR scope_of = ?1)
+             ORDER BY scope_of, id",
+        )
+        .map_err(|e| sq(p, e))?;
+    type Raw = (i64, String, String, String, Option<i64>, Option<String>);
+    let raw: Vec<Raw> = stmt
+        .query_map([id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .map_err(|e| sq(p, e))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| sq(p, e))?;
+    let mut out: std::collections::HashMap<String, Vec<ScopeRow>> = Default::default();
+    for (key, row_id, conn, health, since, cadence) in raw {
+        let last = last_probe(store, key)?;
+        let scope = row_id
+            .strip_prefix(&format!("{conn}/"))
+            .unwrap_or(&row_id)
+            .to_string();
+        out.entry(conn).or_default().push(ScopeRow {
+            id: scope,
+            health,
+            since: since.map(crate::model::rfc3339),
+            last_outcome: last.as_ref().map(|l| l.outcome.as_str().to_string()),
+            last_probe_at: last.as_ref().map(|l| crate::model::rfc3339(l.at)),
+            last_error: last.as_ref().and_then(|l| l.error.clone()),
+            cadence,
+            last_probe_ms: last.as_ref().map(|l| l.at),
+        });
+    }
+    Ok(out)
+}
+
+/// Connection id, scope id and health of every configured scope: what
+/// `/metrics` needs.
+pub fn scope_health(store: &Store) -> Result<Vec<(String, String, &'static str)>> {
+    let p = &store.path;
+    let mut s = store
+        .db
+        .prepare(
+            "SELECT scope_of, id, health FROM connections
+             WHERE configured = 1 AND scope_of IS NOT NULL ORDER BY scope_of, id",
+        )
+        .map_err(|e| sq(p, e))?;
+    let rows = s
+        .query_map([], |r| {
+            let conn: String = r.get(0)?;
+            let row: String = r.get(1)?;
+            let health = r.get_ref(2)?.as_str().unwrap_or("");
+            let health = crate::model::Health::parse(health).map_or("unknown", |h| h.as_str());
+            let scope = row
+                .strip_prefix(&format!("{conn}/"))
+                .unwrap_or(&row)
+                .to_string();
+            Ok((conn, scope, health))
+        })
+        .map_err(|e| sq(p, e))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| sq(p, e))?;
+    Ok(rows)
 }
 
 fn next_cron(expr: &str, now: UnixMs) -> Option<UnixMs> {
@@ -468,7 +577,7 @@ pub fn health_and_circuit(store: &Store) -> Result<Vec<(String, &'static str, u8
     let p = &store.path;
     let mut s = store
         .db
-        .prepare("SELECT id, health, circuit FROM connections WHERE configured = 1 ORDER BY id")
+        .prepare("SELECT id, health, circuit FROM connections WHERE configured = 1 AND scope_of IS NULL ORDER BY id")
         .map_err(|e| sq(p, e))?;
     let rows = s
         .query_map([], |r| {

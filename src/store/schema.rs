@@ -155,6 +155,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX silences_ends ON silences (ends_at);
     ",
+    // 8: scopes. Each scope of a connection has a row of its own (id
+    // `<connection>/<scope>`, which no connection id can be), so its
+    // probes, runs, transitions and rollups live where a connection's do.
+    "
+    ALTER TABLE connections ADD COLUMN scope_of TEXT;       -- a scope's row: its connection's id
+    CREATE INDEX connections_scope_of ON connections (scope_of) WHERE scope_of IS NOT NULL;
+    ",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -63,6 +63,18 @@ pub struct Probe {
     pub error: Option<ProbeError>,
 }
 
+impl Probe {
+    /// What is stored of a classified probe.
+    pub fn of(c: &crate::model::Classified) -> Probe {
+        Probe {
+            outcome: c.outcome,
+            latency_ms: u32::try_from(c.latency.as_millis()).unwrap_or(u32::MAX),
+            http_status: c.http_status,
+            error: c.error.clone(),
+        }
+    }
+}
+
 /// An event, its deliveries, and why it is held back (recorded with no
 /// deliveries) if it is.
 #[derive(Debug, Clone)]
