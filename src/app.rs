@@ -94,7 +94,7 @@ impl Generation {
         let dispatcher = Dispatcher::new(
             config,
             Arc::clone(&shared.wake),
-            Arc::clone(&shared.liveness.pending_deliveries),
+            shared.liveness.clone(),
             shared.audit.clone(),
         )?;
         let dispatcher = tokio::spawn(dispatcher.run(stop_rx.clone()));
@@ -146,6 +146,7 @@ impl Generation {
         sched.start().await.context("starting the cron scheduler")?;
         let storage_alarm = tokio::spawn(storage_alarm(
             shared.writer.trouble(),
+            config.daemon.instance.clone(),
             config.sinks.clone(),
             shared.audit.clone(),
         ));
@@ -301,24 +302,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    let mut config = config;
+    // The file's configuration, and the running one: the file's
+    // connections plus every discovery source's last good set, cut to this
+    // daemon's shard.
+    let mut base = config;
+    let mut trackers = crate::discovery::run::stored(&base);
+    let mut sets = crate::discovery::run::sets(&trackers);
+    let mut left_logged = std::collections::HashSet::new();
+    let (mut config, left) = crate::discovery::effective(&base, &sets);
+    crate::discovery::report_left(&left, &mut left_logged);
+    crate::ops::metrics::metrics()
+        .identify(&config.daemon.instance, &config.daemon.shard.to_string());
+    if config.daemon.shard.count > 1 {
+        tracing::info!(shard = %config.daemon.shard, takes = config.connections.len(), "this shard's connections");
+    }
     let mut generation = Generation::start(&config, &shared).await?;
     admin.set_engine(Some(generation.probe_tx.clone()));
+    let (found_tx, mut found_rx) = mpsc::unbounded_channel();
+    let mut discovery = Discovery::start(&base, std::mem::take(&mut trackers), &found_tx, &shared);
+    let mut heartbeat = Heartbeat::start(&config, &shared);
     let notifier = Notifier::from_env();
     let mut stats = EngineStats::default();
     let mut lost: Option<String> = None;
     loop {
-        let ask = tokio::select! {
-            ask = ask_rx.recv() => ask,
+        let next = tokio::select! {
+            ask = ask_rx.recv() => ask.map(Next::Ask),
+            found = found_rx.recv() => found.map(Next::Found),
             m = shared.writer.lost() => {
                 lost = Some(m);
                 None
             }
         };
-        let Some(ask) = ask else { break };
-        match ask {
-            Ask::Stop => break,
-            Ask::Reopen => {
+        let Some(next) = next else { break };
+        let (new, found) = match next {
+            Next::Ask(Ask::Stop) => break,
+            Next::Ask(Ask::Reopen) => {
                 if let Some(a) = &shared.audit {
                     match a.reopen() {
                         Ok(()) => a.record("log_reopened", serde_json::json!({})),
@@ -327,88 +345,125 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            Ask::Reload => {}
-        }
-        notifier.reloading();
-        let t_reload = std::time::Instant::now();
-        let new = match Config::load(&config.path) {
-            Ok(new) if new.daemon.database != config.daemon.database => Err(format!(
-                "the database path changed ({} -> {}); restart connwatch to move it",
-                config.daemon.database.display(),
-                new.daemon.database.display()
-            )),
-            Ok(new) => Ok(new),
-            Err(ConfigErrors(errs)) => {
-                for e in &errs {
-                    tracing::error!(error = %e, "reload refused");
-                }
-                Err(format!(
-                    "{} configuration error(s); first: {}",
-                    errs.len(),
-                    errs[0]
-                ))
-            }
-        };
-        match new {
-            Err(why) => {
-                crate::ops::metrics::metrics()
-                    .reloads
-                    .with_label_values(&["refused"])
-                    .inc();
-                tracing::error!("reload refused; the running configuration stays: {why}");
-                if let Some(a) = &shared.audit {
-                    a.record("config_reload_refused", serde_json::json!({"error": why}));
-                }
-                raise_system_error(&config, &format!("reload refused: {why}"), &shared.wake);
-                notifier.ready_again("reload refused; running the previous configuration");
-            }
-            Ok(new) => {
-                let summary = changes(&config, &new);
-                if new.daemon.listen != config.daemon.listen {
-                    tracing::warn!(
-                        "[daemon] listen changed; the admin API stays where it is until a restart"
-                    );
-                }
-                // Probes and deliveries in flight finish; the writer writes
-                // what it holds, so the new generation reads current state.
-                let t_loaded = t_reload.elapsed();
-                admin.set_engine(None);
-                let s = generation.stop().await;
-                add_stats(&mut stats, s);
-                let t_stopped = t_reload.elapsed();
-                shared.writer.flush().await;
-                let t_flushed = t_reload.elapsed();
-                match Generation::start(&new, &shared).await {
-                    Ok(g) => {
+            Next::Ask(Ask::Reload) => {
+                notifier.reloading();
+                match load_for_reload(&base) {
+                    Err(why) => {
                         crate::ops::metrics::metrics()
                             .reloads
-                            .with_label_values(&["applied"])
+                            .with_label_values(&["refused"])
                             .inc();
-                        admin.apply(&new);
-                        tracing::info!(
-                            %summary,
-                            load_ms = t_loaded.as_millis() as u64,
-                            stop_ms = (t_stopped - t_loaded).as_millis() as u64,
-                            flush_ms = (t_flushed - t_stopped).as_millis() as u64,
-                            start_ms = (t_reload.elapsed() - t_flushed).as_millis() as u64,
-                            "configuration reloaded"
-                        );
+                        tracing::error!("reload refused; the running configuration stays: {why}");
                         if let Some(a) = &shared.audit {
-                            a.record("config_reload", serde_json::json!({"changes": summary}));
+                            a.record("config_reload_refused", serde_json::json!({"error": why}));
                         }
-                        generation = g;
-                        config = new;
+                        raise_system_error(
+                            &config,
+                            "config",
+                            &format!("reload refused: {why}"),
+                            &shared.wake,
+                        );
+                        notifier.ready_again("reload refused; running the previous configuration");
+                        continue;
                     }
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "the new configuration failed to start; going back to the previous one");
-                        raise_system_error(&config, &format!("reload failed: {e:#}"), &shared.wake);
-                        generation = Generation::start(&config, &shared).await?;
+                    Ok(new_base) => {
+                        // The sources may have changed: start them again
+                        // from what they stored.
+                        discovery.stop().await;
+                        base = new_base;
+                        trackers = crate::discovery::run::stored(&base);
+                        sets = crate::discovery::run::sets(&trackers);
+                        discovery = Discovery::start(
+                            &base,
+                            std::mem::take(&mut trackers),
+                            &found_tx,
+                            &shared,
+                        );
+                        heartbeat.stop();
+                        let (new, left) = crate::discovery::effective(&base, &sets);
+                        crate::discovery::report_left(&left, &mut left_logged);
+                        heartbeat = Heartbeat::start(&new, &shared);
+                        (new, None)
                     }
                 }
-                admin.set_engine(Some(generation.probe_tx.clone()));
+            }
+            Next::Found(update) => {
+                sets.insert(update.source.clone(), update.items.clone());
+                let (new, left) = crate::discovery::effective(&base, &sets);
+                crate::discovery::report_left(&left, &mut left_logged);
+                (new, Some(update))
+            }
+        };
+        let summary = changes(&config, &new);
+        if new.daemon.listen != config.daemon.listen {
+            tracing::warn!(
+                "[daemon] listen changed; the admin API stays where it is until a restart"
+            );
+        }
+        crate::ops::metrics::metrics()
+            .identify(&new.daemon.instance, &new.daemon.shard.to_string());
+        // Probes and deliveries in flight finish; the writer writes what it
+        // holds, so the new generation reads current state.
+        let t_switch = std::time::Instant::now();
+        admin.set_engine(None);
+        let s = generation.stop().await;
+        add_stats(&mut stats, s);
+        let t_stopped = t_switch.elapsed();
+        shared.writer.flush().await;
+        let t_flushed = t_switch.elapsed();
+        let why = if found.is_some() {
+            "discovery"
+        } else {
+            "reload"
+        };
+        match Generation::start(&new, &shared).await {
+            Ok(g) => {
+                if found.is_none() {
+                    crate::ops::metrics::metrics()
+                        .reloads
+                        .with_label_values(&["applied"])
+                        .inc();
+                }
+                admin.apply(&new);
+                tracing::info!(
+                    %summary,
+                    stop_ms = t_stopped.as_millis() as u64,
+                    flush_ms = (t_flushed - t_stopped).as_millis() as u64,
+                    start_ms = (t_switch.elapsed() - t_flushed).as_millis() as u64,
+                    "{}",
+                    if found.is_some() { "discovered connections applied" } else { "configuration reloaded" }
+                );
+                if let Some(a) = &shared.audit {
+                    a.record(
+                        if found.is_some() {
+                            "discovery_applied"
+                        } else {
+                            "config_reload"
+                        },
+                        serde_json::json!({"changes": summary}),
+                    );
+                }
+                generation = g;
+                if let Some(u) = &found {
+                    discovery_events(&config, &new, u, &shared.wake);
+                }
+                config = new;
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the new configuration failed to start; going back to the previous one");
+                raise_system_error(
+                    &config,
+                    "config",
+                    &format!("{why} failed: {e:#}"),
+                    &shared.wake,
+                );
+                generation = Generation::start(&config, &shared).await?;
             }
         }
+        admin.set_engine(Some(generation.probe_tx.clone()));
     }
+    discovery.stop().await;
+    heartbeat.stop();
     // Tell the engine first: it runs on this thread, so it cannot ping the
     // watchdog between STOPPING=1 and noticing the stop.
     let _ = generation.stop.send(true);
@@ -449,6 +504,161 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // fresh database if the file is gone.
         Some(m) => Err(anyhow::anyhow!(m)),
         None => Ok(()),
+    }
+}
+
+/// What the main loop acts on.
+enum Next {
+    Ask(Ask),
+    /// A discovery source's set changed.
+    Found(crate::discovery::run::Update),
+}
+
+/// The file again, for a reload: refused (with why) when it does not load
+/// or moves the database.
+fn load_for_reload(base: &Config) -> Result<Config, String> {
+    match Config::load(&base.path) {
+        Ok(new) if new.daemon.database != base.daemon.database => Err(format!(
+            "the database path changed ({} -> {}); restart connwatch to move it",
+            base.daemon.database.display(),
+            new.daemon.database.display()
+        )),
+        Ok(new) => Ok(new),
+        Err(ConfigErrors(errs)) => {
+            for e in &errs {
+                tracing::error!(error = %e, "reload refused");
+            }
+            Err(format!(
+                "{} configuration error(s); first: {}",
+                errs.len(),
+                errs[0]
+            ))
+        }
+    }
+}
+
+/// The discovery sources of one file configuration, running.
+struct Discovery {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Discovery {
+    fn start(
+        base: &Config,
+        trackers: std::collections::BTreeMap<String, crate::discovery::tracker::Tracker>,
+        tx: &mpsc::UnboundedSender<crate::discovery::run::Update>,
+        shared: &Shared,
+    ) -> Discovery {
+        let (stop, stop_rx) = watch::channel(false);
+        let task = (!base.discovery.is_empty()).then(|| {
+            tokio::spawn(crate::discovery::run::run(
+                Arc::new(base.clone()),
+                trackers,
+                tx.clone(),
+                stop_rx,
+                Arc::clone(&shared.wake),
+            ))
+        });
+        Discovery { stop, task }
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// `[daemon] heartbeat_url`, pinged while the daemon is healthy.
+struct Heartbeat(Option<JoinHandle<()>>);
+
+impl Heartbeat {
+    fn start(config: &Config, shared: &Shared) -> Heartbeat {
+        Heartbeat(config.daemon.heartbeat_url.clone().map(|url| {
+            tokio::spawn(crate::ops::heartbeat::run(
+                url,
+                config.daemon.heartbeat_interval,
+                shared.liveness.clone(),
+            ))
+        }))
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Stores `connection.discovered` for each connection `update` added to
+/// the running set and `connection.retired` for each it took out, routed
+/// as the connection's other events are.
+fn discovery_events(
+    old: &Config,
+    new: &Config,
+    update: &crate::discovery::run::Update,
+    wake: &Notify,
+) {
+    use crate::event::{Envelope, EventKind};
+    let now = crate::model::now_ms();
+    let mut router =
+        crate::policy::route::Router::new(new.sinks.iter().map(|s| s.policy()).collect());
+    let mut out = Vec::new();
+    let find = |c: &Config, id: &str| c.connections.iter().find(|c| c.id == id).cloned();
+    for (ids, kind, config) in [
+        (&update.added, EventKind::Discovered, new),
+        (&update.retired, EventKind::Retired, old),
+    ] {
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        for c in config.connections.iter().filter(|c| {
+            wanted.contains(c.id.as_str()) && c.origin.as_deref() == Some(update.source.as_str())
+        }) {
+            // A retired id that is still running came back from another
+            // source or the file: not retired.
+            if kind == EventKind::Retired && find(new, &c.id).is_some() {
+                continue;
+            }
+            let routes = router.routes(&c.sinks, &c.events);
+            if !routes.emits(kind) {
+                continue;
+            }
+            let deliveries: Vec<_> = routes
+                .to(kind)
+                .iter()
+                .map(|r| crate::policy::Delivery {
+                    sink: Arc::clone(&r.sink),
+                    priority: crate::policy::Priority::Info,
+                    action: None,
+                })
+                .collect();
+            let env = Envelope::new(
+                &new.daemon.instance,
+                kind,
+                now,
+                Some(&c.id),
+                serde_json::json!({
+                    "source": update.source,
+                    "name": c.name,
+                    "url": crate::config::redact_url(&c.url),
+                }),
+            );
+            out.push((env, c.id.clone(), deliveries));
+        }
+    }
+    if out.is_empty() {
+        return;
+    }
+    let res = Store::open(&new.daemon.database)
+        .map_err(|e| e.to_string())
+        .and_then(|mut s| {
+            crate::store::outbox::insert_connection_events(&mut s.db, &out, now)
+                .map_err(|e| e.to_string())
+        });
+    match res {
+        Ok(()) => wake.notify_one(),
+        Err(e) => tracing::error!(error = %e, "cannot record the discovery events"),
     }
 }
 
@@ -532,6 +742,7 @@ fn changes(old: &Config, new: &Config) -> String {
 /// and the writer holds the results until it can write them.
 async fn storage_alarm(
     mut trouble: watch::Receiver<Option<String>>,
+    instance: String,
     sinks: Vec<crate::config::Sink>,
     audit: Option<Audit>,
 ) {
@@ -555,6 +766,7 @@ async fn storage_alarm(
         }
         let now = crate::model::now_ms();
         let env = crate::event::Envelope::new(
+            &instance,
             EventKind::SystemError,
             now,
             None,
@@ -614,16 +826,17 @@ async fn watch_silences(
     }
 }
 
-/// Stores a `system.error` for every sink that takes it and wakes the
-/// dispatcher.
-fn raise_system_error(config: &Config, message: &str, wake: &Notify) {
+/// Stores a `system.error` about `component` for every sink that takes it
+/// and wakes the dispatcher.
+pub(crate) fn raise_system_error(config: &Config, component: &str, message: &str, wake: &Notify) {
     let now = crate::model::now_ms();
     let kind = crate::event::EventKind::SystemError;
     let env = crate::event::Envelope::new(
+        &config.daemon.instance,
         kind,
         now,
         None,
-        serde_json::json!({"component": "config", "message": message}),
+        serde_json::json!({"component": component, "message": message}),
     );
     let policies: Vec<_> = config.sinks.iter().map(|s| s.policy()).collect();
     let deliveries = crate::policy::route::system_deliveries(&policies, kind, None);

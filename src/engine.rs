@@ -168,6 +168,8 @@ pub struct EngineStats {
 }
 
 pub struct Engine {
+    /// `[daemon] instance`, for the envelopes.
+    instance: Arc<str>,
     conns: Vec<Watched>,
     /// Every connection's scopes; scope `j` is slot `conns.len() + j` of
     /// the timer queue.
@@ -285,6 +287,7 @@ impl Engine {
             .map(|(slot, w)| (Arc::clone(&w.id), slot))
             .collect();
         let engine = Engine {
+            instance: Arc::from(config.daemon.instance.as_str()),
             conns,
             scopes,
             index,
@@ -775,7 +778,7 @@ impl Engine {
                     self.stats.suppressed += 1;
                 }
                 NewEvent {
-                    envelope: Envelope::new(p.kind, at, Some(id), p.data),
+                    envelope: Envelope::new(&self.instance, p.kind, at, Some(id), p.data),
                     deliveries: p.deliveries,
                     suppressed: p.suppressed.map(policy::Reason::as_str),
                 }

@@ -25,11 +25,13 @@ pub enum EventKind {
     SyncStale,
     SystemError,
     ScopeChanged,
+    Discovered,
+    Retired,
 }
 
 impl EventKind {
     /// How many kinds there are (tables indexed by [`EventKind::index`]).
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 15;
 
     pub const ALL: [EventKind; EventKind::COUNT] = [
         EventKind::StatusChanged,
@@ -45,6 +47,8 @@ impl EventKind {
         EventKind::SyncStale,
         EventKind::SystemError,
         EventKind::ScopeChanged,
+        EventKind::Discovered,
+        EventKind::Retired,
     ];
 
     /// The envelope's `type`: the one place these strings are written.
@@ -63,6 +67,8 @@ impl EventKind {
             EventKind::SyncStale => "sync.stale",
             EventKind::SystemError => "system.error",
             EventKind::ScopeChanged => "connection.scope_changed",
+            EventKind::Discovered => "connection.discovered",
+            EventKind::Retired => "connection.retired",
         }
     }
 
@@ -212,16 +218,26 @@ pub struct Envelope {
     pub kind: EventKind,
     pub timestamp: String,
     pub connection_id: Option<String>,
+    /// The daemon that spoke (`[daemon] instance`), so the receivers of an
+    /// HA pair can tell its two members apart.
+    pub instance: String,
     pub data: Value,
 }
 
 impl Envelope {
-    pub fn new(kind: EventKind, at: UnixMs, connection_id: Option<&str>, data: Value) -> Self {
+    pub fn new(
+        instance: &str,
+        kind: EventKind,
+        at: UnixMs,
+        connection_id: Option<&str>,
+        data: Value,
+    ) -> Self {
         Envelope {
             id: new_event_id(),
             kind,
             timestamp: rfc3339(at),
             connection_id: connection_id.map(str::to_string),
+            instance: instance.to_string(),
             data,
         }
     }
@@ -330,6 +346,7 @@ mod tests {
     #[test]
     fn envelope_shape() {
         let e = Envelope::new(
+            "host-a",
             EventKind::StatusChanged,
             0,
             Some("a"),
@@ -340,6 +357,7 @@ mod tests {
         assert_eq!(v["type"], "connection.status_changed");
         assert_eq!(v["timestamp"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["connection_id"], "a");
+        assert_eq!(v["instance"], "host-a");
         assert_eq!(v["data"]["x"], 1);
         let out = Outgoing::unstored(&e);
         assert_eq!(out.event_kind(), Some(EventKind::StatusChanged));

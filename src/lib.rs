@@ -41,6 +41,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod discovery;
 pub mod engine;
 pub mod event;
 pub mod maintenance;

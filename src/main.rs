@@ -41,7 +41,12 @@ enum Command {
     /// Run the daemon.
     Run,
     /// Validate the configuration and print the plan; exit 2 on errors.
-    Check,
+    Check {
+        /// Also fetch each [[discovery]] source once and print what it
+        /// would add.
+        #[arg(long)]
+        discover: bool,
+    },
     /// Every connection: health, circuit, since, last probe.
     Status {
         /// Print JSON instead of a table.
@@ -284,9 +289,18 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             runtime()?.block_on(connwatch::app::run(config))?;
             Ok(())
         }
-        Command::Check => {
+        Command::Check { discover } => {
             let config = load(&cli.config)?;
             print!("{}", connwatch::cli::check::plan(&config));
+            if discover {
+                let (text, ok) = runtime()?.block_on(connwatch::cli::check::discover(&config));
+                print!("{text}");
+                if !ok {
+                    return Err(Failure::Trouble(
+                        "a discovery source could not be read".into(),
+                    ));
+                }
+            }
             Ok(())
         }
         Command::Status { json } => {
@@ -304,7 +318,11 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                     serde_json::to_string_pretty(&rows).map_err(|e| Failure::Runtime(e.into()))?
                 );
             } else {
-                print!("{}", connwatch::cli::status::render(&rows, &running, now));
+                let sources = query::sources(&store)?;
+                print!(
+                    "{}",
+                    connwatch::cli::status::render(&rows, &sources, &running, now)
+                );
             }
             if running.current() {
                 Ok(())
@@ -518,7 +536,11 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                     Failure::Usage(format!("no sink {sink:?} in {}", cli.config.display()))
                 })?;
             let dir = connwatch::sinks::Directory::of(&config);
-            let r = runtime()?.block_on(connwatch::cli::events::test_sink(&sink, &dir));
+            let r = runtime()?.block_on(connwatch::cli::events::test_sink(
+                &sink,
+                &dir,
+                &config.daemon.instance,
+            ));
             println!("{}", connwatch::cli::events::render_test(&sink.id, &r));
             if r.verdict == connwatch::deliver::retry::Verdict::Done {
                 Ok(())

@@ -19,6 +19,10 @@
 //!   entity type; for `scoped`, `purchase_orders` is refused (403
 //!   `PERMISSION_DENIED`: a permission was taken away in the source
 //!   system) while `work_orders` works.
+//! - `GET /api/v1/connections`: the platform's list of tenant connections,
+//!   for `[[discovery]]`: `tenant-acme` and `tenant-globex` always,
+//!   `tenant-initech` for the second minute of every two (it joins, then
+//!   leaves); each `tenant-*` status is online.
 //! - `POST /webhook`: 204 when the signature verifies (or no secret is set),
 //!   401 when it does not, 400 when the headers are missing.
 //! - `GET /`: the list of scenarios.
@@ -75,6 +79,7 @@ pub fn router(opts: Options) -> Router {
     });
     Router::new()
         .route("/", get(index))
+        .route("/api/v1/connections", get(list))
         .route("/api/v1/connections/{id}/status", get(status))
         .route("/api/v1/connections/{id}/entities/{entity}", get(entity))
         .route("/webhook", post(webhook))
@@ -107,10 +112,24 @@ fn online() -> Response {
     Json(json!({"status": "online"})).into_response()
 }
 
+/// The tenants' connections, as a platform lists them.
+async fn list(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
+    let t = sim.start.elapsed().as_secs();
+    let mut data = vec![
+        json!({"id": "tenant-acme", "name": "ACME (SAP S/4HANA)"}),
+        json!({"id": "tenant-globex", "name": "Globex (Maximo)"}),
+    ];
+    if t % 120 >= 60 {
+        data.push(json!({"id": "tenant-initech", "name": "Initech (Dynamics 365)"}));
+    }
+    Json(json!({"data": data, "total": data.len()}))
+}
+
 async fn status(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
     let t = sim.start.elapsed().as_secs();
     match id.as_str() {
         "stable" | "scoped" => online(),
+        tenant if tenant.starts_with("tenant-") => online(),
         "cycling" => {
             if t % 45 < 20 {
                 online()

@@ -243,7 +243,7 @@ fn api_routes_auth_errors_metrics_and_audit() {
         "connwatch_deliveries_total{result=\"done\",sink=\"file\"}",
         "connwatch_database_size_bytes ",
         "connwatch_writer_batch_rows_bucket{le=",
-        "connwatch_build_info{version=",
+        "connwatch_build_info{connwatch_instance=",
     ] {
         assert!(
             text.contains(needle),

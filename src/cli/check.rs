@@ -38,6 +38,49 @@ pub fn plan(c: &Config) -> String {
     if let Some(sb) = c.sandbox.as_ref().filter(|s| s.enabled) {
         let _ = writeln!(out, "sandbox: serving on {}", sb.listen);
     }
+    let _ = writeln!(
+        out,
+        "instance: {}; shard {}",
+        c.daemon.instance, c.daemon.shard
+    );
+    if c.daemon.heartbeat_url.is_some() {
+        let _ = writeln!(
+            out,
+            "heartbeat: pinged every {} while healthy (URL not shown: it is a secret)",
+            format_duration(c.daemon.heartbeat_interval)
+        );
+    }
+    if c.daemon.shard.count > 1 {
+        let taken = crate::discovery::shard::take(c.connections.clone(), c.daemon.shard);
+        let _ = writeln!(
+            out,
+            "this shard ({}) takes {} of the {} configured connection(s) (discovered ones are split the same way)",
+            c.daemon.shard,
+            taken.len(),
+            c.connections.len()
+        );
+    }
+    for d in &c.discovery {
+        let from = match &d.source {
+            crate::config::DiscoverySource::Http { url, .. } => redact_url(url),
+            crate::config::DiscoverySource::File(p) => p.display().to_string(),
+        };
+        let fmt = match &d.format {
+            crate::config::DiscoveryFormat::List { .. } => "list",
+            crate::config::DiscoveryFormat::HttpSd => "http_sd",
+            crate::config::DiscoveryFormat::File => "file",
+        };
+        let _ = writeln!(
+            out,
+            "discovery {:?}: {fmt} from {from}, every {}; each listed connection is probed at its status_url, {}",
+            d.id,
+            format_duration(d.refresh),
+            match &d.prototype.cadence {
+                Cadence::Interval(i) => format!("every {}", format_duration(*i)),
+                Cadence::Cron(e) => format!("cron {e}"),
+            }
+        );
+    }
     let _ = writeln!(out, "\n{} connection(s):", c.connections.len());
     let rows: Vec<Vec<String>> = c
         .connections
@@ -174,4 +217,69 @@ pub fn plan(c: &Config) -> String {
         ));
     }
     out
+}
+
+/// `check --discover`: each source fetched once, and what it would add
+/// (this shard's part, configured ids left out). The bool is false when a
+/// source could not be read.
+pub async fn discover(c: &Config) -> (String, bool) {
+    let mut out = String::new();
+    let mut ok = true;
+    for d in &c.discovery {
+        let fetched = match crate::discovery::fetch::Fetcher::new(d) {
+            Ok(f) => crate::discovery::run::fetch_once(d, &f).await,
+            Err(e) => Err(e),
+        };
+        let parsed = match fetched {
+            Ok(p) => p,
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(out, "\ndiscovery {:?}: FAILED: {e}", d.id);
+                continue;
+            }
+        };
+        let mut sets = std::collections::BTreeMap::new();
+        sets.insert(d.id.clone(), parsed.items.clone());
+        let (eff, left) = crate::discovery::effective(c, &sets);
+        let added: Vec<_> = eff
+            .connections
+            .iter()
+            .filter(|k| k.origin.as_deref() == Some(d.id.as_str()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\ndiscovery {:?}: {} listed, {} skipped{}; this shard would add {}:",
+            d.id,
+            parsed.items.len(),
+            parsed.skipped,
+            parsed
+                .first_skip
+                .as_deref()
+                .map(|s| format!(" (first: {s})"))
+                .unwrap_or_default(),
+            added.len()
+        );
+        let rows: Vec<Vec<String>> = added
+            .iter()
+            .map(|k| {
+                vec![
+                    k.id.clone(),
+                    k.name.clone().unwrap_or_else(|| "-".into()),
+                    redact_url(&k.url),
+                ]
+            })
+            .collect();
+        out.push_str(&super::table(&["ID", "NAME", "STATUS URL"], &rows));
+        for l in left {
+            match l {
+                crate::discovery::Left::Shadowed { id, by } => {
+                    let _ = writeln!(out, "  {id}: left out, {by} has this id");
+                }
+                crate::discovery::Left::Unusable(e) => {
+                    let _ = writeln!(out, "  left out: {e}");
+                }
+            }
+        }
+    }
+    (out, ok)
 }

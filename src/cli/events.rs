@@ -68,9 +68,14 @@ pub fn render(rows: &[EventRow], now: crate::model::UnixMs) -> String {
 }
 
 /// Sends a synthetic event to `sink` once.
-pub async fn test_sink(sink: &Sink, dir: &crate::sinks::Directory) -> AttemptResult {
+pub async fn test_sink(
+    sink: &Sink,
+    dir: &crate::sinks::Directory,
+    instance: &str,
+) -> AttemptResult {
     let now = crate::model::now_ms();
     let env = Envelope::new(
+        instance,
         EventKind::StatusChanged,
         now,
         Some("connwatch-test"),

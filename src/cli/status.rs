@@ -5,10 +5,32 @@ use crate::store::query::StatusRow;
 /// The daemon line, then the table.
 pub fn render(
     rows: &[StatusRow],
+    sources: &[crate::store::query::SourceRow],
     running: &crate::store::daemon_row::Running,
     now: crate::model::UnixMs,
 ) -> String {
-    format!("{}\n{}", running.describe(now), table(rows, now))
+    let mut out = format!("{}\n{}", running.describe(now), table(rows, now));
+    for s in sources {
+        out.push_str(&format!(
+            "discovery {:?}: {} connections, refreshed {}",
+            s.source,
+            s.connections,
+            s.refreshed_ms
+                .map(|t| super::ago(t, now))
+                .unwrap_or_else(|| "never".into())
+        ));
+        if let Some((since, why)) = &s.failing {
+            out.push_str(&format!(
+                "; FAILING since {} ({why}), keeping the last good set",
+                super::ago(*since, now)
+            ));
+        }
+        if let Some(h) = &s.held {
+            out.push_str(&format!("; SHRINK HELD: {h}"));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
@@ -37,6 +59,7 @@ fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
             vec![
                 r.id.clone(),
                 r.name.clone().unwrap_or_else(|| "-".into()),
+                r.origin.clone().unwrap_or_else(|| "file".into()),
                 health,
                 r.circuit.clone(),
                 r.since_ms
@@ -66,6 +89,7 @@ fn table(rows: &[StatusRow], now: crate::model::UnixMs) -> String {
         &[
             "ID",
             "NAME",
+            "SOURCE",
             "HEALTH",
             "CIRCUIT",
             "SINCE",

@@ -87,6 +87,8 @@ pub struct Config {
     pub sinks: Vec<Sink>,
     pub maintenance: Vec<Maintenance>,
     pub sandbox: Option<Sandbox>,
+    /// `[[discovery]]` sources (src/discovery/).
+    pub discovery: Vec<Arc<Discovery>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +120,103 @@ pub struct Daemon {
     /// Where people reach the status page (through a proxy, say): messages
     /// for people link to a connection's row there.
     pub public_url: Option<Url>,
+    /// Names this daemon in every envelope, metric and watchdog alert
+    /// (default: the host name).
+    pub instance: String,
+    /// The slice of the connections this daemon probes.
+    pub shard: Shard,
+    /// Pinged (GET) every `heartbeat_interval` while the daemon is healthy.
+    pub heartbeat_url: Option<Secret>,
+    pub heartbeat_interval: Duration,
 }
+
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
+/// Largest shard count accepted.
+pub const MAX_SHARDS: u32 = 1024;
+
+/// `[daemon] shard = "i/n"`: this daemon probes the connections whose
+/// [`crate::discovery::shard_of`] is `i - 1` modulo `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based, as written.
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { index: 1, count: 1 }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || {
+            format!("{s:?} is not a shard: write \"i/n\" with 1 <= i <= n <= {MAX_SHARDS}, e.g. \"2/3\"")
+        };
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || count == 0 || index > count || count > MAX_SHARDS {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// The list formats a discovery source reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryFormat {
+    /// A JSON array of objects (at `items`), each with an id (and a name).
+    List {
+        items: String,
+        id_pointer: String,
+        name_pointer: Option<String>,
+    },
+    /// Prometheus HTTP service discovery JSON.
+    HttpSd,
+    /// The `http_sd` shape in a local file, re-read when it changes.
+    File,
+}
+
+/// Where a source's list comes from.
+#[derive(Debug, Clone)]
+pub enum DiscoverySource {
+    /// May carry credentials; print with [`redact_url`].
+    Http {
+        url: Url,
+        headers: Vec<(String, Secret)>,
+        tls: Tls,
+        timeout: Duration,
+    },
+    File(PathBuf),
+}
+
+/// One `[[discovery]]` source, validated.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub id: String,
+    pub format: DiscoveryFormat,
+    pub source: DiscoverySource,
+    /// The status URL with `{id}`, `{target}`, `{label:NAME}` placeholders.
+    pub status_url: String,
+    /// Each template scope's id and URL (with placeholders).
+    pub scope_urls: Vec<(String, String)>,
+    pub refresh: Duration,
+    /// A connection made from `[defaults]` and `template` with a sample id:
+    /// each discovered connection is this with its own id, name and URLs.
+    pub prototype: Connection,
+}
+
+pub const DEFAULT_DISCOVERY_REFRESH: Duration = Duration::from_secs(60);
+pub const MAX_DISCOVERED: usize = 100_000;
 
 /// When a connection is probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +424,8 @@ pub struct Connection {
     pub tls: Tls,
     /// Operations (entity types) probed besides the status endpoint.
     pub scopes: Vec<Arc<Scope>>,
+    /// The `[[discovery]]` source that listed it; `None` for the file's own.
+    pub origin: Option<Arc<str>>,
 }
 
 /// Scopes one connection may have.
@@ -662,6 +762,7 @@ impl Connection {
             events: crate::event::EventFilter::all(),
             tls: Tls::default(),
             scopes: Vec::new(),
+            origin: None,
         }
     }
 }

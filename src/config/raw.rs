@@ -18,6 +18,31 @@ pub struct RawConfig {
     #[serde(default)]
     pub maintenance: Vec<RawMaintenance>,
     pub sandbox: Option<RawSandbox>,
+    #[serde(default)]
+    pub discovery: Vec<RawDiscovery>,
+}
+
+/// One `[[discovery]]` source.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub id: Option<String>,
+    pub format: Option<String>,
+    pub url: Option<String>,
+    pub path: Option<String>,
+    pub items: Option<String>,
+    pub id_pointer: Option<String>,
+    pub name_pointer: Option<String>,
+    pub status_url: Option<String>,
+    pub refresh: Option<String>,
+    pub timeout: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub tls_ca_file: Option<String>,
+    pub tls_client_cert: Option<String>,
+    pub tls_client_key: Option<String>,
+    pub tls_insecure: Option<bool>,
+    /// Connection keys every discovered connection gets (over `[defaults]`).
+    pub template: Option<RawProbe>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +61,10 @@ pub struct RawDaemon {
     pub history_flush: Option<String>,
     pub shutdown_timeout: Option<String>,
     pub public_url: Option<String>,
+    pub instance: Option<String>,
+    pub shard: Option<String>,
+    pub heartbeat_url: Option<String>,
+    pub heartbeat_interval: Option<String>,
 }
 
 /// One `[[connection]]`, or `[defaults]` (which the schema forbids `id`,

@@ -145,6 +145,35 @@ pub const DAEMON: &[Field] = &[
     leaf("history_flush"),
     leaf("shutdown_timeout"),
     leaf("public_url"),
+    leaf("instance"),
+    leaf("shard"),
+    leaf("heartbeat_url"),
+    leaf("heartbeat_interval"),
+];
+
+pub const DISCOVERY: &[Field] = &[
+    leaf("id"),
+    leaf("format"),
+    leaf("url"),
+    leaf("path"),
+    leaf("items"),
+    leaf("id_pointer"),
+    leaf("name_pointer"),
+    leaf("status_url"),
+    leaf("refresh"),
+    leaf("timeout"),
+    Field {
+        name: "headers",
+        shape: Shape::Map,
+    },
+    leaf("tls_ca_file"),
+    leaf("tls_client_cert"),
+    leaf("tls_client_key"),
+    leaf("tls_insecure"),
+    Field {
+        name: "template",
+        shape: Shape::Table(DEFAULTS),
+    },
 ];
 
 /// Keys every `[[sink]]` has; each kind adds its own.
@@ -191,6 +220,10 @@ pub const TOP: &[Field] = &[
     Field {
         name: "sandbox",
         shape: Shape::Table(SANDBOX),
+    },
+    Field {
+        name: "discovery",
+        shape: Shape::Tables(DISCOVERY),
     },
 ];
 
@@ -348,7 +381,11 @@ fn walk_entries(
         if let Some(s) = value_span {
             spans.values.insert(path.clone(), s);
         }
-        if e.key == "id" && (prefix.starts_with("connection[") || prefix.starts_with("sink[")) {
+        if e.key == "id"
+            && (prefix.starts_with("connection[")
+                || prefix.starts_with("sink[")
+                || prefix.starts_with("discovery["))
+        {
             let id = match &e.node {
                 Node::Item(i) => i.as_str(),
                 Node::Value(v) => v.as_str(),

@@ -554,6 +554,7 @@ pub(super) fn validate(
             });
         }
     }
+    let discovery = discoveries(&mut cx, &raw.discovery, &defaults, &sink_ids, &conn_ids);
     let sandbox = raw.sandbox.map(|s| {
         let listen = s
             .listen
@@ -596,6 +597,7 @@ pub(super) fn validate(
             sinks,
             maintenance,
             sandbox,
+            discovery,
         })
     } else {
         let mut errors = cx.errors;
@@ -603,6 +605,290 @@ pub(super) fn validate(
         errors.dedup();
         Err(ConfigErrors(errors))
     }
+}
+
+/// Every `[[discovery]]` source, its template checked as a connection
+/// would be (over `[defaults]`, with a sample id).
+fn discoveries(
+    cx: &mut Ctx<'_>,
+    raw: &[raw::RawDiscovery],
+    defaults: &RawProbe,
+    sink_ids: &[String],
+    conn_ids: &HashSet<&str>,
+) -> Vec<Arc<Discovery>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, d) in raw.iter().enumerate() {
+        let dp = format!("discovery[{i}]");
+        let id = cx.id(d.id.as_ref(), &dp, "every [[discovery]]");
+        if let Some(id) = &id {
+            if !seen.insert(id.clone()) {
+                cx.err(
+                    &format!("{dp}.id"),
+                    format!("duplicate discovery id {id:?}"),
+                );
+            }
+        }
+        let list_only = |cx: &mut Ctx<'_>, key: &str, v: &Option<String>, fmt: &str| {
+            if v.is_some() {
+                cx.err(
+                    &format!("{dp}.{key}"),
+                    format!("`{key}` belongs to the list format, not {fmt}"),
+                );
+            }
+        };
+        let pointer = |cx: &mut Ctx<'_>, key: &str, v: &Option<String>, default: &str| {
+            let p = v.clone().unwrap_or_else(|| default.to_string());
+            if !p.is_empty() && !p.starts_with('/') {
+                cx.err(
+                    &format!("{dp}.{key}"),
+                    format!("{p:?} is not a JSON pointer (\"\" or starting with \"/\")"),
+                );
+                return None;
+            }
+            Some(p)
+        };
+        let format = match d.format.as_deref() {
+            None | Some("list") => {
+                let items = pointer(cx, "items", &d.items, "");
+                let idp = pointer(cx, "id_pointer", &d.id_pointer, "/id");
+                let name = match &d.name_pointer {
+                    Some(_) => pointer(cx, "name_pointer", &d.name_pointer, "").map(Some),
+                    None => Some(None),
+                };
+                match (items, idp, name) {
+                    (Some(items), Some(id_pointer), Some(name_pointer)) => {
+                        Some(DiscoveryFormat::List {
+                            items,
+                            id_pointer,
+                            name_pointer,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            Some(f @ ("http_sd" | "file")) => {
+                list_only(cx, "items", &d.items, f);
+                list_only(cx, "id_pointer", &d.id_pointer, f);
+                list_only(cx, "name_pointer", &d.name_pointer, f);
+                Some(if f == "file" {
+                    DiscoveryFormat::File
+                } else {
+                    DiscoveryFormat::HttpSd
+                })
+            }
+            Some(other) => {
+                cx.err(
+                    &format!("{dp}.format"),
+                    format!("{other:?} is not one of \"list\", \"http_sd\", \"file\""),
+                );
+                None
+            }
+        };
+        let source = match (&format, &d.url, &d.path) {
+            (Some(DiscoveryFormat::File), None, Some(p)) => cx
+                .file_path(p, &format!("{dp}.path"))
+                .map(DiscoverySource::File),
+            (Some(DiscoveryFormat::File), _, None) => {
+                cx.err(&dp, "a file source needs a `path` (the http_sd JSON file)");
+                None
+            }
+            (Some(DiscoveryFormat::File), Some(_), Some(_)) => {
+                cx.err(
+                    &format!("{dp}.url"),
+                    "a file source reads `path`; remove `url`",
+                );
+                None
+            }
+            (Some(_), Some(u), None) => {
+                let url = cx.url(u, &format!("{dp}.url"));
+                let headers = d
+                    .headers
+                    .as_ref()
+                    .map(|h| cx.headers(h, &format!("{dp}.headers")))
+                    .unwrap_or_default();
+                let tls_keys = RawProbe {
+                    tls_ca_file: d.tls_ca_file.clone(),
+                    tls_client_cert: d.tls_client_cert.clone(),
+                    tls_client_key: d.tls_client_key.clone(),
+                    tls_insecure: d.tls_insecure,
+                    ..RawProbe::default()
+                };
+                let tls = tls(cx, &tls_keys, &RawProbe::default(), &dp);
+                let timeout = d
+                    .timeout
+                    .as_ref()
+                    .map(|t| {
+                        cx.duration_in(
+                            t,
+                            &format!("{dp}.timeout"),
+                            Duration::from_millis(1),
+                            Duration::from_secs(600),
+                        )
+                    })
+                    .unwrap_or(Some(DEFAULT_TIMEOUT));
+                match (url, tls, timeout) {
+                    (Some(url), Some(tls), Some(timeout)) => Some(DiscoverySource::Http {
+                        url,
+                        headers,
+                        tls,
+                        timeout,
+                    }),
+                    _ => None,
+                }
+            }
+            (Some(_), None, _) => {
+                cx.err(&dp, "a list or http_sd source needs a `url`");
+                None
+            }
+            (Some(f), Some(_), Some(_)) => {
+                let _ = f;
+                cx.err(
+                    &format!("{dp}.path"),
+                    "`path` is for the file format; this source reads `url`",
+                );
+                None
+            }
+            (None, _, _) => None,
+        };
+        if matches!(source, Some(DiscoverySource::File(_))) {
+            for (key, set) in [
+                ("headers", d.headers.is_some()),
+                ("timeout", d.timeout.is_some()),
+                ("tls_ca_file", d.tls_ca_file.is_some()),
+                ("tls_client_cert", d.tls_client_cert.is_some()),
+                ("tls_client_key", d.tls_client_key.is_some()),
+                ("tls_insecure", d.tls_insecure.is_some()),
+            ] {
+                if set {
+                    cx.err(
+                        &format!("{dp}.{key}"),
+                        format!("`{key}` is for sources read over HTTP, not a file"),
+                    );
+                }
+            }
+        }
+        let refresh = d
+            .refresh
+            .as_ref()
+            .map(|r| {
+                cx.duration_in(
+                    r,
+                    &format!("{dp}.refresh"),
+                    Duration::from_secs(1),
+                    Duration::from_secs(86_400),
+                )
+            })
+            .unwrap_or(Some(DEFAULT_DISCOVERY_REFRESH));
+        let sp = format!("{dp}.status_url");
+        let status_url = match &d.status_url {
+            None => {
+                cx.err(
+                    &dp,
+                    "every [[discovery]] needs a `status_url` (with {id}, e.g. \"https://platform/api/v1/connections/{id}/status\")",
+                );
+                None
+            }
+            Some(u) => cx.string(u, &sp).and_then(|u| {
+                let f = format.as_ref()?;
+                match crate::discovery::item::check_template(&u, f) {
+                    Ok(()) => Some(u),
+                    Err(e) => {
+                        cx.err(&sp, e);
+                        None
+                    }
+                }
+            }),
+        };
+        // The template, checked as a connection with a sample item.
+        let sample = crate::discovery::Item {
+            id: "sample".into(),
+            name: None,
+            target: Some("sample.invalid:443".into()),
+            labels: Default::default(),
+        };
+        let mut sample_url = None;
+        if let Some(u) = &status_url {
+            match crate::discovery::item::fill(u, &sample)
+                .ok()
+                .filter(|u| u.find("{label:").is_none())
+            {
+                Some(filled) => match Url::parse(&filled) {
+                    Ok(x) if matches!(x.scheme(), "http" | "https") && x.host().is_some() => {
+                        sample_url = Some(filled)
+                    }
+                    _ => cx.err(&sp, "not an http:// or https:// URL with a host once its placeholders are filled"),
+                },
+                // Labels the sample lacks: checked per item at run time.
+                None => sample_url = Some("https://sample.invalid/".into()),
+            }
+        }
+        let tp = format!("{dp}.template");
+        let mut template = d.template.clone().unwrap_or_default();
+        let mut scope_urls = Vec::new();
+        if let Some(scopes) = template.scope.as_mut() {
+            for (j, s) in scopes.iter_mut().enumerate() {
+                let Some(u) = s.url.clone() else { continue };
+                let up = format!("{tp}.scope[{j}].url");
+                let Some(u) = cx.string(&u, &up) else {
+                    continue;
+                };
+                if let Some(f) = &format {
+                    if let Err(e) = crate::discovery::item::check_template(&u, f) {
+                        cx.err(&up, e);
+                        continue;
+                    }
+                }
+                if let Some(sid) = &s.id {
+                    scope_urls.push((sid.clone(), u.clone()));
+                }
+                s.url = Some(
+                    crate::discovery::item::fill(&u, &sample)
+                        .ok()
+                        .filter(|u| !u.contains("{label:"))
+                        .unwrap_or_else(|| "https://sample.invalid/".into()),
+                );
+            }
+        }
+        if let Some(parent) = &template.depends_on {
+            if !conn_ids.contains(parent.as_str()) {
+                cx.err(
+                    &format!("{tp}.depends_on"),
+                    format!("no configured connection with id {parent:?} (a template may depend on a connection of the file only)"),
+                );
+                template.depends_on = None;
+            }
+        }
+        template.id = Some("sample".into());
+        template.url = Some(
+            sample_url
+                .clone()
+                .unwrap_or_else(|| "https://sample.invalid/".into()),
+        );
+        let prototype = connection(cx, &template, defaults, &tp, sink_ids);
+        if let (
+            Some(id),
+            Some(format),
+            Some(source),
+            Some(refresh),
+            Some(status_url),
+            Some(_),
+            Some(prototype),
+        ) = (
+            id, format, source, refresh, status_url, sample_url, prototype,
+        ) {
+            out.push(Arc::new(Discovery {
+                id,
+                format,
+                source,
+                status_url,
+                scope_urls,
+                refresh,
+                prototype,
+            }));
+        }
+    }
+    out
 }
 
 /// Only `[daemon]`, with the admin token or not; see
@@ -629,6 +915,26 @@ pub(super) fn validate_daemon(
         Ok(d)
     } else {
         Err(ConfigErrors(cx.errors))
+    }
+}
+
+/// The host name (the default `[daemon] instance`), cut to a valid id.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let raw = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let id = crate::discovery::item::id_of_target(raw.trim());
+    if id.is_empty() {
+        "connwatch".into()
+    } else {
+        id
     }
 }
 
@@ -814,7 +1120,58 @@ fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon, secrets: bool) -> Daemon {
         }
         Some(u)
     });
+    let instance = match &d.instance {
+        Some(i) => match cx.string(i, "daemon.instance") {
+            Some(i) if valid_id(&i) => i,
+            Some(i) => {
+                cx.err(
+                    "daemon.instance",
+                    format!("instance {i:?} must be 1 to 64 characters of A-Z a-z 0-9 _ . -"),
+                );
+                String::new()
+            }
+            None => String::new(),
+        },
+        None => host_name(),
+    };
+    let shard = match &d.shard {
+        Some(s) => match cx.string(s, "daemon.shard").map(|s| s.parse::<Shard>()) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                cx.err("daemon.shard", e);
+                Shard::default()
+            }
+            None => Shard::default(),
+        },
+        None => Shard::default(),
+    };
+    let heartbeat_url = d.heartbeat_url.as_ref().and_then(|s| {
+        let u = cx.url(s, "daemon.heartbeat_url")?;
+        Some(Secret::new(u.to_string()))
+    });
+    let heartbeat_interval = d
+        .heartbeat_interval
+        .as_ref()
+        .and_then(|s| {
+            cx.duration_in(
+                s,
+                "daemon.heartbeat_interval",
+                Duration::from_secs(1),
+                Duration::from_secs(86_400),
+            )
+        })
+        .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
+    if d.heartbeat_interval.is_some() && d.heartbeat_url.is_none() {
+        cx.err(
+            "daemon.heartbeat_interval",
+            "set `heartbeat_url` too: the interval is how often that URL is pinged",
+        );
+    }
     Daemon {
+        instance,
+        shard,
+        heartbeat_url,
+        heartbeat_interval,
         database,
         audit_log,
         listen,
@@ -1051,6 +1408,7 @@ fn connection(
         events,
         tls: tls?,
         scopes: scopes?,
+        origin: None,
     })
 }
 

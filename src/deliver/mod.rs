@@ -84,6 +84,9 @@ struct Lane {
     firing: BTreeMap<String, Item>,
     last_resend: Instant,
     resending: bool,
+    /// When the last keep-alive started (kinds with one).
+    last_keepalive: Option<Instant>,
+    keeping_alive: bool,
     /// Unhealthy connections (sinks with `remind_every`).
     reminders: HashMap<String, Reminder>,
     reminding: bool,
@@ -100,6 +103,7 @@ enum Job {
     Deliver(Vec<Due>),
     Resend,
     Remind,
+    Keepalive,
 }
 
 /// A request's result on its way back.
@@ -130,6 +134,12 @@ pub struct Dispatcher {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     shutdown_timeout: Duration,
+    /// `[daemon] instance`, for the envelopes it makes.
+    instance: String,
+    /// This daemon, for keep-alives.
+    who: Arc<crate::sinks::Who>,
+    /// Keep-alives are sent only while the engine and the writer beat.
+    liveness: crate::ops::notify::Liveness,
 }
 
 impl Dispatcher {
@@ -138,9 +148,10 @@ impl Dispatcher {
     pub fn new(
         config: &crate::config::Config,
         wake: Arc<Notify>,
-        pending: Arc<std::sync::atomic::AtomicUsize>,
+        liveness: crate::ops::notify::Liveness,
         audit: Option<crate::ops::audit::Audit>,
     ) -> crate::store::Result<Dispatcher> {
+        let pending = Arc::clone(&liveness.pending_deliveries);
         let path = config.daemon.database.as_path();
         let sinks = &config.sinks;
         let mut store = crate::store::Store::open(path)?;
@@ -175,6 +186,8 @@ impl Dispatcher {
                     firing: BTreeMap::new(),
                     last_resend: Instant::now(),
                     resending: false,
+                    last_keepalive: None,
+                    keeping_alive: false,
                     reminders: HashMap::new(),
                     reminding: false,
                 })
@@ -190,6 +203,12 @@ impl Dispatcher {
             done_tx,
             done_rx,
             shutdown_timeout: config.daemon.shutdown_timeout,
+            instance: config.daemon.instance.clone(),
+            who: Arc::new(crate::sinks::Who {
+                instance: config.daemon.instance.clone(),
+                shard: config.daemon.shard.to_string(),
+            }),
+            liveness,
         };
         d.restore_standing();
         Ok(d)
@@ -377,6 +396,7 @@ impl Dispatcher {
                 .collect(),
             Job::Resend => lane.firing.values().cloned().collect(),
             Job::Remind => reminders_due(lane),
+            Job::Keepalive => Vec::new(),
         };
         lane.busy += 1;
         lane.last_sent = Some(Instant::now());
@@ -384,6 +404,8 @@ impl Dispatcher {
         let client = self.client.clone();
         let dir = Arc::clone(&self.dir);
         let tx = self.done_tx.clone();
+        let who = Arc::clone(&self.who);
+        let keepalive = matches!(job, Job::Keepalive);
         tokio::spawn(async move {
             let started = now_ms();
             let cx = Cx {
@@ -392,6 +414,19 @@ impl Dispatcher {
                 timeout: sink.timeout,
                 dir: &dir,
             };
+            if keepalive {
+                let result = match sink.imp.keepalive(&who, cx) {
+                    Some(f) => f.await,
+                    None => AttemptResult::skipped(),
+                };
+                let _ = tx.send(Done {
+                    lane: li,
+                    job,
+                    started,
+                    result,
+                });
+                return;
+            }
             // One request, or (re-sends, reminders) one per batch in turn:
             // the last refusal, if any, is what is reported.
             let mut result = AttemptResult::skipped();
@@ -421,6 +456,12 @@ impl Dispatcher {
                 lane.resending = false;
                 if failed {
                     tracing::warn!(component = "dispatcher", sink = %lane.sink.id, error, "re-sending open incidents failed");
+                }
+            }
+            Job::Keepalive => {
+                lane.keeping_alive = false;
+                if failed {
+                    tracing::warn!(component = "dispatcher", sink = %lane.sink.id, error, "the watchdog alert was not accepted");
                 }
             }
             Job::Remind => {
@@ -543,6 +584,19 @@ impl Dispatcher {
                 continue;
             }
             if let Some(every) = lane.sink.imp.resend_every() {
+                if !lane.keeping_alive
+                    && lane.last_keepalive.is_none_or(|t| t.elapsed() >= every)
+                    && self.liveness.healthy(now_ms())
+                {
+                    let lane = &mut self.lanes[li];
+                    lane.keeping_alive = true;
+                    lane.last_keepalive = Some(Instant::now());
+                    self.start(li, Job::Keepalive);
+                    if self.lanes[li].free() == 0 {
+                        continue;
+                    }
+                }
+                let lane = &self.lanes[li];
                 if !lane.resending && !lane.firing.is_empty() && lane.last_resend.elapsed() >= every
                 {
                     let lane = &mut self.lanes[li];
@@ -587,6 +641,7 @@ impl Dispatcher {
         tracing::error!(component = "dispatcher", sink = %failing, "{message}");
         let now = now_ms();
         let env = Envelope::new(
+            &self.instance,
             EventKind::SystemError,
             now,
             None,

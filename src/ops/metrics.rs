@@ -34,6 +34,15 @@ pub struct Metrics {
     /// Database transactions failed in a row now (0 when writes succeed).
     pub writer_failing: IntGauge,
     pub reloads: IntCounterVec,
+    /// `connwatch_build_info`: labelled with the instance and shard once
+    /// the configuration is read ([`Metrics::identify`]).
+    build: IntGaugeVec,
+    /// Discovery refreshes by source and result.
+    pub discovery_refreshes: IntCounterVec,
+    /// Connections each discovery source contributes now.
+    pub discovery_connections: IntGaugeVec,
+    /// Heartbeat pings by result.
+    pub heartbeats: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -155,12 +164,47 @@ impl Metrics {
         let build = reg(
             &r,
             IntGaugeVec::new(
-                Opts::new("connwatch_build_info", "The running build; always 1."),
-                &["version"],
+                Opts::new(
+                    "connwatch_build_info",
+                    "The running build, this daemon's instance name and shard; always 1.",
+                ),
+                &["version", "connwatch_instance", "shard"],
             )
             .expect("valid metric"),
         );
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let discovery_refreshes = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "connwatch_discovery_refreshes_total",
+                    "Discovery refreshes, by source and result (ok, unchanged, held, failed, garbage).",
+                ),
+                &["source", "result"],
+            )
+            .expect("valid metric"),
+        );
+        let discovery_connections = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "connwatch_discovery_connections",
+                    "Connections each discovery source lists now (its last good set).",
+                ),
+                &["source"],
+            )
+            .expect("valid metric"),
+        );
+        let heartbeats = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "connwatch_heartbeat_pings_total",
+                    "Pings of [daemon] heartbeat_url, by result (ok, failed).",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+        );
         Metrics {
             registry: r,
             probes,
@@ -175,7 +219,19 @@ impl Metrics {
             writer_failures,
             writer_failing,
             reloads,
+            build,
+            discovery_refreshes,
+            discovery_connections,
+            heartbeats,
         }
+    }
+
+    /// Labels `connwatch_build_info` with this daemon's instance and shard.
+    pub fn identify(&self, instance: &str, shard: &str) {
+        self.build.reset();
+        self.build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), instance, shard])
+            .set(1);
     }
 
     /// Counts one finished probe.
@@ -323,6 +379,7 @@ mod tests {
     fn renders_every_family_with_escaped_labels() {
         metrics().probe(Outcome::Offline, 0.2);
         metrics().delivery("ops", "done");
+        metrics().identify("host-a", "2/3");
         let s = Scrape {
             connections: &[
                 ("a\"b".to_string(), "offline", 2),
@@ -349,7 +406,7 @@ mod tests {
             "connwatch_outbox_pending 3",
             "connwatch_scope_health{connection=\"a\\\"b\",scope=\"orders\",health=\"permission_denied\"} 1",
             "connwatch_probes_total{outcome=\"permission_denied\"}",
-            "connwatch_build_info{version=",
+            "connwatch_build_info{connwatch_instance=\"host-a\",shard=\"2/3\",version=",
             "connwatch_deliveries_total{result=\"done\",sink=\"ops\"}",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");

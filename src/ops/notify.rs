@@ -40,6 +40,12 @@ impl Liveness {
     pub fn engine_fresh(&self, now_ms: i64) -> bool {
         now_ms - self.engine_beat.load(Ordering::Relaxed) < HEARTBEAT_STALE.as_millis() as i64
     }
+
+    /// The engine loop and the database writer both beat: the condition
+    /// for the watchdog alert and the heartbeat URL.
+    pub fn healthy(&self, now_ms: i64) -> bool {
+        self.engine_fresh(now_ms) && self.writer_fresh(now_ms)
+    }
 }
 
 /// The watchdog period if it is meant for this process: as libsystemd's

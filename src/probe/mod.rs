@@ -10,7 +10,7 @@
 //! only to http and https.
 
 mod client;
-mod tls;
+pub mod tls;
 
 use crate::classify::{Answer, Attempt};
 use crate::config::{Connection, Tls};

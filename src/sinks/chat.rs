@@ -333,6 +333,10 @@ fn what(it: &Item, n: usize) -> String {
         Some(EventKind::AuthRequired) => "reported expired credentials".into(),
         Some(EventKind::RateLimited) => "were rate limited".into(),
         Some(EventKind::SystemError) => "reported a system error".into(),
+        Some(EventKind::Discovered) if plural => "were discovered".into(),
+        Some(EventKind::Discovered) => "was discovered".into(),
+        Some(EventKind::Retired) if plural => "were retired (no longer listed)".into(),
+        Some(EventKind::Retired) => "was retired (no longer listed)".into(),
         Some(EventKind::ScopeChanged) if plural => "had a scope change".into(),
         Some(EventKind::ScopeChanged) => {
             let d = &it.out.envelope["data"];

@@ -187,6 +187,20 @@ pub trait Sink: Send + Sync + std::fmt::Debug + std::any::Any {
     fn resend_every(&self) -> Option<Duration> {
         None
     }
+
+    /// A keep-alive the sink holds while the daemon is healthy, sent every
+    /// [`Sink::resend_every`] (Alertmanager's `ConnwatchWatchdog`): its
+    /// absence is how a dead or wedged daemon is noticed.
+    fn keepalive<'a>(&'a self, _who: &'a Who, _cx: Cx<'a>) -> Option<BoxFuture<'a, AttemptResult>> {
+        None
+    }
+}
+
+/// Which daemon speaks (`[daemon] instance` and `shard`).
+#[derive(Debug, Clone, Default)]
+pub struct Who {
+    pub instance: String,
+    pub shard: String,
 }
 
 /// What one attempt produced.

@@ -12,6 +12,7 @@
 //! - `rollups` keeps hourly count/failures/latency per connection for a year.
 
 pub mod daemon_row;
+pub mod discovery;
 pub mod outbox;
 pub mod query;
 pub mod retention;
@@ -93,6 +94,8 @@ pub struct ConnMeta {
     pub success_threshold: u32,
     /// For a scope's row: its connection's id.
     pub scope_of: Option<String>,
+    /// The discovery source that listed it.
+    pub origin: Option<String>,
 }
 
 impl ConnMeta {
@@ -111,6 +114,7 @@ impl ConnMeta {
             depends_on: c.depends_on.clone(),
             success_threshold: c.breaker.success_threshold,
             scope_of: None,
+            origin: c.origin.as_deref().map(str::to_string),
         }
     }
 
@@ -125,6 +129,7 @@ impl ConnMeta {
             depends_on: None,
             success_threshold: c.breaker.success_threshold,
             scope_of: Some(c.id.clone()),
+            origin: c.origin.as_deref().map(str::to_string),
         }
     }
 
@@ -233,11 +238,12 @@ impl Store {
         {
             let mut up = tx
                 .prepare(
-                    "INSERT INTO connections (id, name, url, configured, cadence, interval_ms, depends_on, success_threshold, scope_of)
-                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)
+                    "INSERT INTO connections (id, name, url, configured, cadence, interval_ms, depends_on, success_threshold, scope_of, origin)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT(id) DO UPDATE SET name = excluded.name, url = excluded.url, configured = 1,
                        cadence = excluded.cadence, interval_ms = excluded.interval_ms, depends_on = excluded.depends_on,
-                       success_threshold = excluded.success_threshold, scope_of = excluded.scope_of",
+                       success_threshold = excluded.success_threshold, scope_of = excluded.scope_of,
+                       origin = excluded.origin",
                 )
                 .map_err(|e| sq(&p, e))?;
             let mut get = tx
@@ -252,7 +258,8 @@ impl Store {
                     c.interval_ms,
                     c.depends_on,
                     c.success_threshold,
-                    c.scope_of
+                    c.scope_of,
+                    c.origin
                 ])
                 .map_err(|e| sq(&p, e))?;
                 let k = get

@@ -285,6 +285,28 @@ pub fn insert_event(
     tx.commit()
 }
 
+/// Stores events about connections that no probe caused
+/// (`connection.discovered`, `connection.retired`), each with its
+/// connection's row, in one transaction.
+pub fn insert_connection_events(
+    db: &mut Db,
+    events: &[(Envelope, String, Vec<Delivery>)],
+    at: UnixMs,
+) -> rusqlite::Result<()> {
+    let tx = db.transaction()?;
+    for (env, conn_id, deliveries) in events {
+        let conn: Option<i64> = tx
+            .query_row(
+                "SELECT key FROM connections WHERE id = ?1",
+                [conn_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        write_event(&tx, env, conn, at, None, None, deliveries)?;
+    }
+    tx.commit()
+}
+
 /// A pending delivery ready to attempt.
 #[derive(Debug, Clone)]
 pub struct Due {
@@ -487,7 +509,13 @@ mod tests {
 
     /// Stores one event of `conn` (a key, or none) with one delivery to `s`.
     fn put(db: &mut Db, conn: Option<i64>, at: UnixMs, d: Delivery) -> String {
-        let env = Envelope::new(EventKind::StatusChanged, at, None, serde_json::json!({}));
+        let env = Envelope::new(
+            "test",
+            EventKind::StatusChanged,
+            at,
+            None,
+            serde_json::json!({}),
+        );
         let tx = db.transaction().unwrap();
         write_event(&tx, &env, conn, at, None, None, &[d]).unwrap();
         tx.commit().unwrap();

@@ -55,6 +55,9 @@ pub struct StatusRow {
     pub sent_health: Option<String>,
     pub cadence: Option<String>,
     pub depends_on: Option<String>,
+    /// Where it came from: the `[[discovery]]` source's id, or null for a
+    /// connection of the configuration file.
+    pub origin: Option<String>,
     #[serde(skip)]
     pub since_ms: Option<UnixMs>,
     #[serde(skip)]
@@ -139,6 +142,7 @@ struct ConnRow {
     interval_ms: Option<i64>,
     depends_on: Option<String>,
     success_threshold: Option<i64>,
+    origin: Option<String>,
 }
 
 /// Every configured connection, in id order, as of `now`.
@@ -157,7 +161,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
         .db
         .prepare(
             "SELECT key, id, name, health, health_since, circuit, consecutive_failures, state, hold_until,
-                    hold_reason, suppressed, sent_health, cadence, interval_ms, depends_on, success_threshold
+                    hold_reason, suppressed, sent_health, cadence, interval_ms, depends_on, success_threshold, origin
              FROM connections WHERE configured = 1 AND scope_of IS NULL AND (?1 IS NULL OR id = ?1) ORDER BY id",
         )
         .map_err(|e| sq(p, e))?;
@@ -180,6 +184,7 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
                 interval_ms: r.get(13)?,
                 depends_on: r.get(14)?,
                 success_threshold: r.get(15)?,
+                origin: r.get(16)?,
             })
         })
         .map_err(|e| sq(p, e))?
@@ -277,12 +282,53 @@ fn status_where(store: &Store, now: UnixMs, id: Option<&str>) -> Result<Vec<Stat
             sent_health: c.sent_health,
             cadence: c.cadence,
             depends_on: c.depends_on,
+            origin: c.origin,
             since_ms: c.since,
             last_probe_ms: last.as_ref().map(|l| l.at),
             next_probe_ms: next_ms,
         });
     }
     Ok(out)
+}
+
+/// A discovery source as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRow {
+    pub source: String,
+    /// Connections in its last good set.
+    pub connections: usize,
+    pub refreshed_ms: Option<UnixMs>,
+    /// A large shrink waiting for agreement: "would retire 40 of 50; 1 of 3 answers agree".
+    pub held: Option<String>,
+    /// Failing since (Unix ms), and the last error.
+    pub failing: Option<(UnixMs, String)>,
+}
+
+/// Every stored discovery source.
+pub fn sources(store: &Store) -> Result<Vec<SourceRow>> {
+    let all = super::discovery::load(&store.db).map_err(|e| sq(&store.path, e))?;
+    Ok(all
+        .into_iter()
+        .map(|(source, s)| {
+            let t = s.tracker;
+            let connections = t.set.as_ref().map_or(0, Vec::len);
+            SourceRow {
+                source,
+                held: t.held.as_ref().map(|h| {
+                    format!(
+                        "would retire {} of {}; {} of {} answers in a row agree",
+                        h.retiring,
+                        connections,
+                        h.agree,
+                        crate::discovery::tracker::AGREE
+                    )
+                }),
+                connections,
+                refreshed_ms: s.refreshed_at,
+                failing: t.failing,
+            }
+        })
+        .collect())
 }
 
 /// The configured scopes of every connection (or of connection `id`), by

@@ -162,6 +162,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE connections ADD COLUMN scope_of TEXT;       -- a scope's row: its connection's id
     CREATE INDEX connections_scope_of ON connections (scope_of) WHERE scope_of IS NOT NULL;
     ",
+    // 9: discovery. Where each connection came from, and each source's
+    // last good set (so a restart without the source still watches it).
+    "
+    ALTER TABLE connections ADD COLUMN origin TEXT;         -- discovery source id; NULL: the file
+    CREATE TABLE discovery (
+        source TEXT PRIMARY KEY,
+        tracker TEXT NOT NULL,          -- JSON: discovery::tracker::Tracker
+        refreshed_at INTEGER            -- unix ms of the last answer (good or not)
+    );
+    ",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

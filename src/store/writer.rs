@@ -1018,6 +1018,7 @@ mod tests {
     fn event(sinks: &[&str], suppressed: Option<&'static str>) -> NewEvent {
         NewEvent {
             envelope: Envelope::new(
+                "test",
                 crate::event::EventKind::StatusChanged,
                 2_000,
                 Some("a"),

@@ -10,10 +10,22 @@
 //! it would resolve the alert on its own); a request carries up to
 //! [`BATCH`] alerts.
 //!
+//!
+//! While the daemon is healthy (its engine loop and database writer beat,
+//! as for the systemd watchdog) the sink also keeps [`WATCHDOG`] firing:
+//! labels `alertname`, `instance`, `shard`, `severity = "none"` and the
+//! static `labels`, sent every `resend_interval` with `endsAt`
+//! [`WATCHDOG_LIFETIMES`] intervals ahead, so that it ends by itself when
+//! connwatch dies or wedges. Route it to a dead-man's-switch receiver.
+//!
+//! Connection alerts carry no instance label: the two daemons of an HA
+//! pair send the same alert, which the Alertmanager cluster deduplicates;
+//! the `instance` annotation says which daemon sent it last.
+//!
 //! Keys: `url` (required; `/api/v2/alerts` is appended, a path prefix is
 //! kept), `labels`, `headers` (values are secrets), `resend_interval`.
 
-use super::{http, AttemptResult, Cx, Item, Kind, Outgoing, Sink};
+use super::{http, AttemptResult, Cx, Item, Kind, Outgoing, Sink, Who};
 use crate::config::schema::{leaf, Field, Shape};
 use crate::config::{redact_url, Secret, Section};
 use crate::event::EventKind;
@@ -26,6 +38,12 @@ use std::time::Duration;
 use url::Url;
 
 pub const ALERTNAME: &str = "ConnwatchConnectionUnhealthy";
+
+/// The always-firing alert of a healthy daemon.
+pub const WATCHDOG: &str = "ConnwatchWatchdog";
+
+/// The watchdog's `endsAt` is this many `resend_interval`s ahead.
+pub const WATCHDOG_LIFETIMES: u32 = 3;
 
 pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -110,6 +128,35 @@ impl Sink for Alertmanager {
     fn resend_every(&self) -> Option<Duration> {
         Some(self.resend_interval)
     }
+
+    fn keepalive<'a>(&'a self, who: &'a Who, cx: Cx<'a>) -> Option<BoxFuture<'a, AttemptResult>> {
+        Some(Box::pin(async move {
+            let alert = watchdog(who, &self.labels, cx.now, self.resend_interval);
+            let body = Value::Array(vec![alert]).to_string();
+            http::post_json(cx, &self.url, &self.headers, Vec::new(), body).await
+        }))
+    }
+}
+
+/// The watchdog alert of `who` at `now`.
+pub fn watchdog(
+    who: &Who,
+    static_labels: &BTreeMap<String, String>,
+    now: UnixMs,
+    every: Duration,
+) -> Value {
+    let mut l = static_labels.clone();
+    l.insert("alertname".into(), WATCHDOG.into());
+    l.insert("instance".into(), who.instance.clone());
+    l.insert("shard".into(), who.shard.clone());
+    l.insert("severity".into(), "none".into());
+    let ends = now + (every * WATCHDOG_LIFETIMES).as_millis() as i64;
+    json!({
+        "labels": l,
+        "annotations": {"summary": format!("connwatch {} (shard {}) is alive; this alert always fires while it is healthy", who.instance, who.shard)},
+        "startsAt": rfc3339(now),
+        "endsAt": rfc3339(ends),
+    })
 }
 
 /// `<base>/api/v2/alerts`, keeping any path prefix of the configured URL
@@ -161,15 +208,16 @@ pub fn alerts(it: &Item, static_labels: &BTreeMap<String, String>, now: UnixMs) 
         l
     };
     let starts = ev.envelope["timestamp"].as_str().unwrap_or_default();
+    let instance = ev.envelope["instance"].as_str().unwrap_or("");
     let ended = |severity| {
-        json!({"labels": labels(severity), "annotations": {"summary": ev.summary()},
+        json!({"labels": labels(severity), "annotations": {"summary": ev.summary(), "instance": instance},
                "startsAt": starts, "endsAt": rfc3339(now)})
     };
     match action {
         PageAction::Trigger { severity, replaces } => {
             let mut out = vec![json!({
                 "labels": labels(severity),
-                "annotations": {"summary": ev.summary(), "error": ev.envelope["data"]["error"]["message"].as_str().unwrap_or("")},
+                "annotations": {"summary": ev.summary(), "error": ev.envelope["data"]["error"]["message"].as_str().unwrap_or(""), "instance": instance},
                 "startsAt": starts,
             })];
             out.extend(replaces.map(ended));
@@ -184,7 +232,7 @@ mod tests {
     use super::*;
 
     fn ev(previous: &str, current: &str, action: Option<PageAction>) -> Item {
-        let envelope = json!({"id": "evt_1", "type": "connection.status_changed", "timestamp": "2026-11-28T21:30:45.123Z", "connection_id": "sap",
+        let envelope = json!({"id": "evt_1", "type": "connection.status_changed", "timestamp": "2026-11-28T21:30:45.123Z", "connection_id": "sap", "instance": "host-a",
             "data": {"previous": previous, "current": current, "error": {"message": "HTTP 503"}}});
         Item {
             out: Outgoing {
@@ -231,6 +279,10 @@ mod tests {
         assert_eq!(a["labels"]["severity"], "critical");
         assert_eq!(a["labels"]["team"], "ops");
         assert_eq!(a["annotations"]["error"], "HTTP 503");
+        // The pair's two daemons send the same labels; who spoke is an
+        // annotation.
+        assert_eq!(a["annotations"]["instance"], "host-a");
+        assert!(a["labels"].get("instance").is_none());
         assert_eq!(a["startsAt"], "2026-11-28T21:30:45.123Z");
         assert!(a.get("endsAt").is_none());
         // A rise fires the new severity and ends the old one.
@@ -261,5 +313,22 @@ mod tests {
         let old = alerts(&ev("offline", "online", None), &labels, 0);
         assert_eq!(old[0]["labels"]["severity"], "critical");
         assert!(alerts(&ev("online", "rate_limited", None), &labels, 0).is_empty());
+    }
+
+    #[test]
+    fn the_watchdog_ends_three_intervals_ahead() {
+        let who = Who {
+            instance: "host-a".into(),
+            shard: "2/3".into(),
+        };
+        let mut labels = BTreeMap::new();
+        labels.insert("team".to_string(), "ops".to_string());
+        let w = watchdog(&who, &labels, 1_000, Duration::from_secs(60));
+        assert_eq!(w["labels"]["alertname"], WATCHDOG);
+        assert_eq!(w["labels"]["instance"], "host-a");
+        assert_eq!(w["labels"]["shard"], "2/3");
+        assert_eq!(w["labels"]["team"], "ops");
+        assert_eq!(w["startsAt"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(w["endsAt"], "1970-01-01T00:03:01.000Z");
     }
 }
