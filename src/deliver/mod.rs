@@ -84,6 +84,13 @@ struct Lane {
     firing: BTreeMap<String, Item>,
     last_resend: Instant,
     resending: bool,
+    /// Deliveries in flight per connection: a re-send leaves these
+    /// connections out, so it cannot carry an alert as firing past its
+    /// resolve.
+    delivering: HashMap<String, usize>,
+    /// The connections the re-send in flight carries: their next delivery
+    /// waits for it, so a resolve cannot be overtaken by an older firing.
+    resend_conns: HashSet<String>,
     /// When the last keep-alive started (kinds with one).
     last_keepalive: Option<Instant>,
     keeping_alive: bool,
@@ -160,6 +167,9 @@ impl Dispatcher {
             source: std::io::Error::other(e),
         })?;
         let ids: Vec<&str> = sinks.iter().map(|s| s.id.as_str()).collect();
+        for id in &ids {
+            crate::ops::metrics::metrics().sink_known(id);
+        }
         match outbox::bury_unconfigured(&mut store.db, &ids, now_ms()) {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -188,6 +198,8 @@ impl Dispatcher {
                     resending: false,
                     last_keepalive: None,
                     keeping_alive: false,
+                    delivering: HashMap::new(),
+                    resend_conns: HashSet::new(),
                     reminders: HashMap::new(),
                     reminding: false,
                 })
@@ -341,6 +353,15 @@ impl Dispatcher {
                 if lane.in_flight.contains(&d.event) {
                     continue;
                 }
+                // Waits for the re-send that carries its connection (a
+                // finished request wakes the loop).
+                if d.out
+                    .connection_id
+                    .as_ref()
+                    .is_some_and(|c| lane.resend_conns.contains(c))
+                {
+                    continue;
+                }
                 match gone {
                     Some(why) => dead.push((d, format!("sink disabled: {why}"))),
                     None if now - d.at > max_age => dead.push((d, "older than max_age".into())),
@@ -388,13 +409,30 @@ impl Dispatcher {
                 .iter()
                 .map(|d| {
                     lane.in_flight.insert(d.event);
+                    if let Some(c) = &d.out.connection_id {
+                        *lane.delivering.entry(c.clone()).or_default() += 1;
+                    }
                     Item {
                         out: d.out.clone(),
                         action: d.action,
                     }
                 })
                 .collect(),
-            Job::Resend => lane.firing.values().cloned().collect(),
+            Job::Resend => {
+                let carried: Vec<Item> = lane
+                    .firing
+                    .iter()
+                    .filter(|(conn, _)| !lane.delivering.contains_key(*conn))
+                    .map(|(_, it)| it.clone())
+                    .collect();
+                lane.resend_conns = lane
+                    .firing
+                    .keys()
+                    .filter(|conn| !lane.delivering.contains_key(*conn))
+                    .cloned()
+                    .collect();
+                carried
+            }
             Job::Remind => reminders_due(lane),
             Job::Keepalive => Vec::new(),
         };
@@ -454,6 +492,7 @@ impl Dispatcher {
         match done.job {
             Job::Resend => {
                 lane.resending = false;
+                lane.resend_conns.clear();
                 if failed {
                     tracing::warn!(component = "dispatcher", sink = %lane.sink.id, error, "re-sending open incidents failed");
                 }
@@ -473,6 +512,14 @@ impl Dispatcher {
             Job::Deliver(dues) => {
                 for d in &dues {
                     lane.in_flight.remove(&d.event);
+                    if let Some(c) = &d.out.connection_id {
+                        if let Some(n) = lane.delivering.get_mut(c) {
+                            *n -= 1;
+                            if *n == 0 {
+                                lane.delivering.remove(c);
+                            }
+                        }
+                    }
                 }
                 self.settle(done.lane, dues, done.started, done.result)
                     .await;

@@ -241,6 +241,14 @@ impl Metrics {
         self.probe_duration.observe(seconds);
     }
 
+    /// Creates each result's series of `sink` at 0, so that an alert on
+    /// `increase(…{result="dead"})` sees the first dead delivery.
+    pub fn sink_known(&self, sink: &str) {
+        for result in ["done", "skipped", "retry", "dead"] {
+            self.deliveries.with_label_values(&[sink, result]);
+        }
+    }
+
     /// Counts one delivery attempt.
     pub fn delivery(&self, sink: &str, result: &str) {
         self.deliveries.with_label_values(&[sink, result]).inc();
