@@ -35,6 +35,15 @@
 //! - [`sandbox`]: the simulated status API and webhook receiver.
 //! - [`app`]: start-up order and shutdown; [`cli`]: the commands' output.
 
+/// `connwatch --version`: the version and the commit it was built from
+/// (`build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CONNWATCH_COMMIT"),
+    ")"
+);
+
 pub mod admin;
 pub mod app;
 pub mod classify;

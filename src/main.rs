@@ -15,7 +15,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "connwatch",
-    version,
+    version = connwatch::VERSION,
     about = "Connection-health monitor for integration platforms",
     after_help = EXIT_CODES
 )]
@@ -122,6 +122,11 @@ enum Command {
         #[command(subcommand)]
         action: SinksAction,
     },
+    /// Writes the man pages (gzipped) and shell completions into DIR, for
+    /// packaging: `man/connwatch.1.gz` and one page per subcommand,
+    /// `man/connwatch.toml.5.gz`, `completions/{connwatch.bash,_connwatch,connwatch.fish}`.
+    #[command(hide = true)]
+    Assets { dir: PathBuf },
     /// The audit log: `audit verify [FILE…]` checks its hash chain.
     Audit {
         #[command(subcommand)]
@@ -550,6 +555,15 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
                     sink.id
                 )))
             }
+        }
+        Command::Assets { dir } => {
+            use clap::CommandFactory;
+            let written = connwatch::cli::manpage::write_assets(Cli::command(), &dir)
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", dir.display())))?;
+            for p in written {
+                println!("{}", p.display());
+            }
+            Ok(())
         }
         Command::Audit {
             action: AuditAction::Verify { files },

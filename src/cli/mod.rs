@@ -4,6 +4,7 @@
 pub mod check;
 pub mod events;
 pub mod history;
+pub mod manpage;
 pub mod probe;
 pub mod silence;
 pub mod status;
