@@ -85,6 +85,7 @@ impl Generation {
         let db_path = &config.daemon.database;
         let mut store = Store::open(db_path)?;
         let known = store.sync_connections(&crate::store::ConnMeta::all(config))?;
+        store.sync_windows(&config.maintenance)?;
         let silences = crate::store::silences::current(&store.db, crate::model::now_ms())
             .map_err(|e| crate::store::sq(db_path, e))?;
         drop(store);

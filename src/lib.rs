@@ -63,3 +63,4 @@ pub mod sandbox;
 pub mod schedule;
 pub mod sinks;
 pub mod store;
+pub mod uptime;

@@ -53,6 +53,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Uptime, outages, MTTR, p95 latency and SLO budget per connection
+    /// (docs/uptime.md).
+    Report {
+        /// The period: from this long ago until now (e.g. 24h, 7d, 30d).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Only this connection.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Probes and transitions of one connection.
     History {
         id: String,
@@ -334,6 +350,37 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             } else {
                 Err(Failure::Trouble(running.describe(now)))
             }
+        }
+        Command::Report {
+            since,
+            connection,
+            json,
+            csv,
+        } => {
+            let since = connwatch::config::parse_duration(&since)
+                .map_err(|e| Failure::Usage(format!("--since: {e}")))?;
+            let daemon = load_daemon(&cli.config)?;
+            let store = Store::open_read_only(&daemon.database)?;
+            let to = connwatch::model::now_ms();
+            let from = to - since.as_millis() as i64;
+            let rows = connwatch::store::report::reports(&store, from, to, connection.as_deref())?;
+            if let (Some(id), true) = (&connection, rows.is_empty()) {
+                return Err(Failure::Usage(format!(
+                    "no connection {id:?} in {}",
+                    daemon.database.display()
+                )));
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| Failure::Runtime(e.into()))?
+                );
+            } else if csv {
+                print!("{}", connwatch::cli::report::csv(&rows));
+            } else {
+                print!("{}", connwatch::cli::report::table(&rows));
+            }
+            Ok(())
         }
         Command::History {
             id,

@@ -215,9 +215,79 @@ pub fn active_window_end(schedule: &str, duration: Duration, now: UnixMs) -> Opt
     (start <= now && now < end).then_some(end)
 }
 
+/// The windows of `schedule` + `duration` that overlap `[from, to)`, in
+/// order, each cut to the period; at most `limit` (a window every second
+/// over a year would be 31 million).
+pub fn windows_between(
+    schedule: &str,
+    duration: Duration,
+    from: UnixMs,
+    to: UnixMs,
+    limit: usize,
+) -> Vec<(UnixMs, UnixMs)> {
+    let Ok(cron) = croner::Cron::new(schedule)
+        .with_seconds_required()
+        .with_dom_and_dow()
+        .parse()
+    else {
+        return Vec::new();
+    };
+    let len = duration.as_millis() as i64;
+    let mut out = Vec::new();
+    let Some(mut t) = chrono::DateTime::from_timestamp_millis(from - len) else {
+        return out;
+    };
+    let mut inclusive = true;
+    while out.len() < limit {
+        let Ok(next) = cron.find_next_occurrence(&t, inclusive) else {
+            break;
+        };
+        let start = next.timestamp_millis();
+        if start >= to {
+            break;
+        }
+        let end = start + len;
+        if end > from {
+            out.push((start.max(from), end.min(to)));
+        }
+        t = next;
+        inclusive = false;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_over_a_period_are_found_and_cut() {
+        let day = 86_400_000i64;
+        let base = 1_764_028_800_000i64; // 2025-11-25T00:00:00Z
+                                         // Daily at 02:00 for 2 h, over three days starting at 03:00.
+        let w = windows_between(
+            "0 0 2 * * *",
+            Duration::from_secs(7200),
+            base + 3 * 3_600_000,
+            base + 3 * day,
+            100,
+        );
+        assert_eq!(
+            w,
+            vec![
+                (base + 3 * 3_600_000, base + 4 * 3_600_000),
+                (base + day + 2 * 3_600_000, base + day + 4 * 3_600_000),
+                (
+                    base + 2 * day + 2 * 3_600_000,
+                    base + 2 * day + 4 * 3_600_000
+                ),
+            ]
+        );
+        assert_eq!(
+            windows_between("0 * * * * *", Duration::from_secs(1), 0, day, 10).len(),
+            10
+        );
+    }
 
     #[test]
     fn a_window_in_progress_is_found() {

@@ -201,6 +201,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/connections", get(connections))
         .route("/api/v1/connections/{id}", get(connection))
+        .route("/api/v1/connections/{id}/uptime", get(uptime))
         .route("/api/v1/connections/{id}/probe", post(probe))
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/{id}/replay", post(replay))
@@ -500,6 +501,43 @@ async fn connection(
                 "latency_p50_ms": h.latency_p50_ms, "latency_p95_ms": h.latency_p95_ms,
             })).collect::<Vec<_>>(),
         })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UptimeParams {
+    /// The period: from this long ago until now (default 30d).
+    since: Option<String>,
+}
+
+/// `GET /api/v1/connections/{id}/uptime?since=30d`: the report of one
+/// connection (docs/uptime.md), as `connwatch report --json` gives it.
+async fn uptime(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    params: Result<Query<UptimeParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Json<crate::store::report::Report>> {
+    authorize_read(&state, &headers)?;
+    let Query(params) = params.map_err(bad_query)?;
+    let since =
+        crate::config::parse_duration(params.since.as_deref().unwrap_or("30d")).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("since: {e}"),
+            )
+        })?;
+    read(&state, move |s| {
+        let to = now_ms();
+        let from = to - since.as_millis() as UnixMs;
+        crate::store::report::reports(s, from, to, Some(&id))
+            .map_err(ApiError::internal)?
+            .pop()
+            .map(Json)
+            .ok_or_else(|| unknown_connection(&id))
     })
     .await
 }

@@ -6,6 +6,7 @@ pub mod events;
 pub mod history;
 pub mod manpage;
 pub mod probe;
+pub mod report;
 pub mod silence;
 pub mod status;
 

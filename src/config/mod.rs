@@ -426,6 +426,8 @@ pub struct Connection {
     pub scopes: Vec<Arc<Scope>>,
     /// The `[[discovery]]` source that listed it; `None` for the file's own.
     pub origin: Option<Arc<str>>,
+    /// The uptime objective, a fraction (`slo = "99.5%"` is 0.995).
+    pub slo: Option<f64>,
 }
 
 /// Scopes one connection may have.
@@ -763,6 +765,7 @@ impl Connection {
             tls: Tls::default(),
             scopes: Vec::new(),
             origin: None,
+            slo: None,
         }
     }
 }

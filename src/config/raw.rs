@@ -97,6 +97,8 @@ pub struct RawProbe {
     pub tls_client_cert: Option<String>,
     pub tls_client_key: Option<String>,
     pub tls_insecure: Option<bool>,
+    /// `"99.5%"`: the uptime objective (reports and the page).
+    pub slo: Option<String>,
     /// `[[connection.scope]]` (refused in `[defaults]`).
     pub scope: Option<Vec<RawScope>>,
 }

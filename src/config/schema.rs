@@ -121,6 +121,7 @@ macro_rules! probe_keys {
             leaf("tls_client_cert"),
             leaf("tls_client_key"),
             leaf("tls_insecure"),
+            leaf("slo"),
             // Known in `[defaults]` too, so that it is refused there with
             // a reason rather than as an unknown key.
             Field { name: "scope", shape: Shape::Tables(SCOPE) },

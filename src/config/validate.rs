@@ -1385,6 +1385,16 @@ fn connection(
             );
         }
     }
+    let slo = match pick(&c.slo, Some(&d.slo), cp, dp, "slo") {
+        None => Some(None),
+        Some((v, p)) => match crate::uptime::parse_slo(v) {
+            Ok(f) => Some(Some(f)),
+            Err(e) => {
+                cx.err(&p, e);
+                None
+            }
+        },
+    };
     Some(Connection {
         id: id?,
         name,
@@ -1409,6 +1419,7 @@ fn connection(
         tls: tls?,
         scopes: scopes?,
         origin: None,
+        slo: slo?,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod daemon_row;
 pub mod discovery;
 pub mod outbox;
 pub mod query;
+pub mod report;
 pub mod retention;
 mod schema;
 pub mod silences;
@@ -96,6 +97,8 @@ pub struct ConnMeta {
     pub scope_of: Option<String>,
     /// The discovery source that listed it.
     pub origin: Option<String>,
+    /// Its `slo`, a fraction.
+    pub slo: Option<f64>,
 }
 
 impl ConnMeta {
@@ -115,6 +118,7 @@ impl ConnMeta {
             success_threshold: c.breaker.success_threshold,
             scope_of: None,
             origin: c.origin.as_deref().map(str::to_string),
+            slo: c.slo,
         }
     }
 
@@ -130,6 +134,7 @@ impl ConnMeta {
             success_threshold: c.breaker.success_threshold,
             scope_of: Some(c.id.clone()),
             origin: c.origin.as_deref().map(str::to_string),
+            slo: None,
         }
     }
 
@@ -238,12 +243,12 @@ impl Store {
         {
             let mut up = tx
                 .prepare(
-                    "INSERT INTO connections (id, name, url, configured, cadence, interval_ms, depends_on, success_threshold, scope_of, origin)
-                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
+                    "INSERT INTO connections (id, name, url, configured, cadence, interval_ms, depends_on, success_threshold, scope_of, origin, slo)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT(id) DO UPDATE SET name = excluded.name, url = excluded.url, configured = 1,
                        cadence = excluded.cadence, interval_ms = excluded.interval_ms, depends_on = excluded.depends_on,
                        success_threshold = excluded.success_threshold, scope_of = excluded.scope_of,
-                       origin = excluded.origin",
+                       origin = excluded.origin, slo = excluded.slo",
                 )
                 .map_err(|e| sq(&p, e))?;
             let mut get = tx
@@ -259,7 +264,8 @@ impl Store {
                     c.depends_on,
                     c.success_threshold,
                     c.scope_of,
-                    c.origin
+                    c.origin,
+                    c.slo
                 ])
                 .map_err(|e| sq(&p, e))?;
                 let k = get
@@ -278,6 +284,29 @@ impl Store {
         }
         tx.commit().map_err(|e| sq(&p, e))?;
         Ok(out)
+    }
+
+    /// Replaces the stored maintenance windows with `windows` (the running
+    /// configuration's), for uptime reports.
+    pub fn sync_windows(&mut self, windows: &[crate::config::Maintenance]) -> Result<()> {
+        let p = self.path.clone();
+        let tx = self.db.transaction().map_err(|e| sq(&p, e))?;
+        tx.execute("DELETE FROM maintenance_windows", [])
+            .map_err(|e| sq(&p, e))?;
+        for w in windows {
+            tx.execute(
+                "INSERT INTO maintenance_windows (schedule, duration_ms, connections) VALUES (?1, ?2, ?3)",
+                rusqlite::params![
+                    w.schedule,
+                    w.duration.as_millis() as i64,
+                    w.connections
+                        .as_ref()
+                        .map(|c| serde_json::to_string(c).unwrap_or_default())
+                ],
+            )
+            .map_err(|e| sq(&p, e))?;
+        }
+        tx.commit().map_err(|e| sq(&p, e))
     }
 
     /// The schema version (for `check` and tests).

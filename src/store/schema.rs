@@ -172,6 +172,18 @@ const MIGRATIONS: &[&str] = &[
         refreshed_at INTEGER            -- unix ms of the last answer (good or not)
     );
     ",
+    // 10: reports. Each connection's SLO, and the maintenance windows of
+    // the configuration the daemon last started with (uptime leaves them
+    // out).
+    "
+    ALTER TABLE connections ADD COLUMN slo REAL;          -- a fraction: 0.995
+    CREATE TABLE maintenance_windows (
+        idx INTEGER PRIMARY KEY,
+        schedule TEXT NOT NULL,         -- cron, seconds first (UTC)
+        duration_ms INTEGER NOT NULL,
+        connections TEXT                -- JSON array of ids; NULL: every connection
+    );
+    ",
 ];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
