@@ -307,7 +307,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // connections plus every discovery source's last good set, cut to this
     // daemon's shard.
     let mut base = config;
-    let mut trackers = crate::discovery::run::stored(&base);
+    let trackers = crate::discovery::run::stored(&base);
     let mut sets = crate::discovery::run::sets(&trackers);
     let mut left_logged = std::collections::HashSet::new();
     let (mut config, left) = crate::discovery::effective(&base, &sets);
@@ -320,7 +320,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut generation = Generation::start(&config, &shared).await?;
     admin.set_engine(Some(generation.probe_tx.clone()));
     let (found_tx, mut found_rx) = mpsc::unbounded_channel();
-    let mut discovery = Discovery::start(&base, std::mem::take(&mut trackers), &found_tx, &shared);
+    let mut discovery = Discovery::start(&base, trackers, &found_tx, &shared);
     let mut heartbeat = Heartbeat::start(&config, &shared);
     let notifier = Notifier::from_env();
     let mut stats = EngineStats::default();
@@ -335,6 +335,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         };
         let Some(next) = next else { break };
+        // A reload's new file, its sources' stored trackers and sets: taken
+        // on only once the new generation has started.
+        let mut reloaded: Option<(Config, Trackers, crate::discovery::run::Sets)> = None;
         let (new, found) = match next {
             Next::Ask(Ask::Stop) => break,
             Next::Ask(Ask::Reopen) => {
@@ -368,22 +371,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         continue;
                     }
                     Ok(new_base) => {
-                        // The sources may have changed: start them again
-                        // from what they stored.
-                        discovery.stop().await;
-                        base = new_base;
-                        trackers = crate::discovery::run::stored(&base);
-                        sets = crate::discovery::run::sets(&trackers);
-                        discovery = Discovery::start(
-                            &base,
-                            std::mem::take(&mut trackers),
-                            &found_tx,
-                            &shared,
-                        );
-                        heartbeat.stop();
-                        let (new, left) = crate::discovery::effective(&base, &sets);
+                        // The sources may have changed: they start again
+                        // from what they stored, once the new file runs.
+                        let new_trackers = crate::discovery::run::stored(&new_base);
+                        let new_sets = crate::discovery::run::sets(&new_trackers);
+                        let (new, left) = crate::discovery::effective(&new_base, &new_sets);
                         crate::discovery::report_left(&left, &mut left_logged);
-                        heartbeat = Heartbeat::start(&new, &shared);
+                        reloaded = Some((new_base, new_trackers, new_sets));
                         (new, None)
                     }
                 }
@@ -448,6 +442,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 if let Some(u) = &found {
                     discovery_events(&config, &new, u, &shared.wake);
                 }
+                if let Some((new_base, new_trackers, new_sets)) = reloaded {
+                    discovery.stop().await;
+                    base = new_base;
+                    sets = new_sets;
+                    discovery = Discovery::start(&base, new_trackers, &found_tx, &shared);
+                    heartbeat.stop();
+                    heartbeat = Heartbeat::start(&new, &shared);
+                }
                 config = new;
             }
             Err(e) => {
@@ -507,6 +509,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
+
+type Trackers = std::collections::BTreeMap<String, crate::discovery::tracker::Tracker>;
 
 /// What the main loop acts on.
 enum Next {

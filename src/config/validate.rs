@@ -1145,9 +1145,22 @@ fn daemon(cx: &mut Ctx<'_>, d: raw::RawDaemon, secrets: bool) -> Daemon {
         },
         None => Shard::default(),
     };
+    // The whole URL is a secret (its path names the check): an error
+    // never prints it.
     let heartbeat_url = d.heartbeat_url.as_ref().and_then(|s| {
-        let u = cx.url(s, "daemon.heartbeat_url")?;
-        Some(Secret::new(u.to_string()))
+        let s = cx.string(s, "daemon.heartbeat_url")?;
+        match Url::parse(&s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                Some(Secret::new(u.to_string()))
+            }
+            _ => {
+                cx.err(
+                    "daemon.heartbeat_url",
+                    "not an http:// or https:// URL with a host (the URL is not shown: it is a secret)",
+                );
+                None
+            }
+        }
     });
     let heartbeat_interval = d
         .heartbeat_interval

@@ -91,6 +91,8 @@ struct Lane {
     /// The connections the re-send in flight carries: their next delivery
     /// waits for it, so a resolve cannot be overtaken by an older firing.
     resend_conns: HashSet<String>,
+    /// The same for the reminders in flight.
+    remind_conns: HashSet<String>,
     /// When the last keep-alive started (kinds with one).
     last_keepalive: Option<Instant>,
     keeping_alive: bool,
@@ -200,6 +202,7 @@ impl Dispatcher {
                     keeping_alive: false,
                     delivering: HashMap::new(),
                     resend_conns: HashSet::new(),
+                    remind_conns: HashSet::new(),
                     reminders: HashMap::new(),
                     reminding: false,
                 })
@@ -358,7 +361,7 @@ impl Dispatcher {
                 if d.out
                     .connection_id
                     .as_ref()
-                    .is_some_and(|c| lane.resend_conns.contains(c))
+                    .is_some_and(|c| lane.resend_conns.contains(c) || lane.remind_conns.contains(c))
                 {
                     continue;
                 }
@@ -433,7 +436,14 @@ impl Dispatcher {
                     .collect();
                 carried
             }
-            Job::Remind => reminders_due(lane),
+            Job::Remind => {
+                let due = reminders_due(lane);
+                lane.remind_conns = due
+                    .iter()
+                    .filter_map(|it| it.out.connection_id.clone())
+                    .collect();
+                due
+            }
             Job::Keepalive => Vec::new(),
         };
         lane.busy += 1;
@@ -505,6 +515,7 @@ impl Dispatcher {
             }
             Job::Remind => {
                 lane.reminding = false;
+                lane.remind_conns.clear();
                 if failed {
                     tracing::warn!(component = "dispatcher", sink = %lane.sink.id, error, "reminder not accepted");
                 }
@@ -627,9 +638,11 @@ impl Dispatcher {
     fn housekeeping(&mut self) {
         for li in 0..self.lanes.len() {
             let lane = &self.lanes[li];
-            if lane.gone.is_some() || lane.free() == 0 {
+            if lane.gone.is_some() {
                 continue;
             }
+            // The watchdog takes no slot: a backlog to a slow Alertmanager
+            // must not let it expire and page as if connwatch were dead.
             if let Some(every) = lane.sink.imp.resend_every() {
                 if !lane.keeping_alive
                     && lane.last_keepalive.is_none_or(|t| t.elapsed() >= every)
@@ -639,11 +652,13 @@ impl Dispatcher {
                     lane.keeping_alive = true;
                     lane.last_keepalive = Some(Instant::now());
                     self.start(li, Job::Keepalive);
-                    if self.lanes[li].free() == 0 {
-                        continue;
-                    }
                 }
-                let lane = &self.lanes[li];
+            }
+            let lane = &self.lanes[li];
+            if lane.free() == 0 {
+                continue;
+            }
+            if let Some(every) = lane.sink.imp.resend_every() {
                 if !lane.resending && !lane.firing.is_empty() && lane.last_resend.elapsed() >= every
                 {
                     let lane = &mut self.lanes[li];
@@ -802,8 +817,10 @@ fn reminders_due(lane: &mut Lane) -> Vec<Item> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for r in lane.reminders.values_mut() {
-        if r.since.elapsed() < every * (r.sent + 1) {
+    for (conn, r) in lane.reminders.iter_mut() {
+        // A delivery of this connection is in flight (its resolve, say):
+        // the reminder waits, so it cannot land after it.
+        if r.since.elapsed() < every * (r.sent + 1) || lane.delivering.contains_key(conn) {
             continue;
         }
         r.sent += 1;

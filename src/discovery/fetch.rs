@@ -23,7 +23,9 @@ impl Fetcher {
                 Some(
                     reqwest::Client::builder()
                         .use_preconfigured_tls((*cfg).clone())
-                        .redirect(reqwest::redirect::Policy::limited(3))
+                        // A redirect would carry the source's headers (an
+                        // API key, say) to wherever it points: not followed.
+                        .redirect(reqwest::redirect::Policy::none())
                         .no_proxy()
                         .build()
                         .map_err(|e| format!("HTTP client: {e}"))?,

@@ -117,6 +117,9 @@ pub fn parse(format: &DiscoveryFormat, body: &[u8]) -> Result<Parsed, String> {
             }
         }
         DiscoveryFormat::HttpSd | DiscoveryFormat::File => {
+            // Every target of a group carries the group's labels: bound
+            // them, or a small answer could make gigabytes of items.
+            const MAX_LABEL_BYTES: usize = 4096;
             let groups = doc
                 .as_array()
                 .ok_or("the answer is not an array of target groups")?;
@@ -141,6 +144,12 @@ pub fn parse(format: &DiscoveryFormat, body: &[u8]) -> Result<Parsed, String> {
                         return Err(format!("target group {g}: \"labels\" is not an object"))
                     }
                 }
+                let bytes: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+                if bytes > MAX_LABEL_BYTES {
+                    return Err(format!(
+                        "target group {g}: its labels take {bytes} bytes (at most {MAX_LABEL_BYTES})"
+                    ));
+                }
                 for t in targets {
                     let Some(target) = t.as_str().filter(|t| !t.is_empty()) else {
                         skip(
@@ -164,7 +173,7 @@ pub fn parse(format: &DiscoveryFormat, body: &[u8]) -> Result<Parsed, String> {
                         &mut out,
                         Item {
                             id,
-                            name: labels.get("name").cloned(),
+                            name: labels.get("name").map(|n| n.chars().take(256).collect()),
                             target: Some(target.to_string()),
                             labels: labels.clone(),
                         },
@@ -254,13 +263,17 @@ pub fn fill(template: &str, item: &Item) -> Result<String, String> {
     let mut last = 0;
     for (range, p) in placeholders(template)? {
         out.push_str(&template[last..range.start]);
-        let v = match p {
-            Placeholder::Id => Some(item.id.as_str()),
-            Placeholder::Name => item.name.as_deref().or(Some(item.id.as_str())),
-            Placeholder::Target => item.target.as_deref(),
-            Placeholder::Label(l) => item.labels.get(l).map(String::as_str),
+        // Free text (a name, a label) is percent-encoded so that it cannot
+        // change the URL's host or path; an id is safe as it is, and a
+        // target is a host:port by definition.
+        let (v, encode) = match p {
+            Placeholder::Id => (Some(item.id.as_str()), false),
+            Placeholder::Name => (item.name.as_deref().or(Some(item.id.as_str())), true),
+            Placeholder::Target => (item.target.as_deref(), false),
+            Placeholder::Label(l) => (item.labels.get(l).map(String::as_str), true),
         };
         match v {
+            Some(v) if encode => out.extend(url::form_urlencoded::byte_serialize(v.as_bytes())),
             Some(v) => out.push_str(v),
             None => {
                 return Err(match p {
@@ -328,6 +341,22 @@ mod tests {
         assert_eq!(p.items[0].labels["env"], "prod");
         let u = fill("https://{target}/api/{label:env}/{id}/status", &p.items[0]).unwrap();
         assert_eq!(u, "https://erp.example:443/api/prod/erp.example_443/status");
+        // Free text cannot leave its path segment.
+        let mut evil = p.items[0].clone();
+        evil.labels
+            .insert("env".into(), "x/../../admin?y=1#z@h".into());
+        let u = fill("https://{target}/api/{label:env}/status", &evil).unwrap();
+        assert_eq!(
+            u,
+            "https://erp.example:443/api/x%2F..%2F..%2Fadmin%3Fy%3D1%23z%40h/status"
+        );
+        let big = format!(
+            r#"[{{"targets":["a"],"labels":{{"x":"{}"}}}}]"#,
+            "v".repeat(5000)
+        );
+        assert!(parse(&DiscoveryFormat::HttpSd, big.as_bytes())
+            .unwrap_err()
+            .contains("labels take"));
         assert!(fill("https://{target}/{label:team}", &p.items[0])
             .unwrap_err()
             .contains("no label \"team\""));

@@ -52,8 +52,11 @@ pub fn stored(config: &Config) -> BTreeMap<String, Tracker> {
     }
 }
 
+/// Each source's last good set, by source id.
+pub type Sets = BTreeMap<String, Vec<Item>>;
+
 /// The last good set of each source, from its tracker.
-pub fn sets(trackers: &BTreeMap<String, Tracker>) -> BTreeMap<String, Vec<Item>> {
+pub fn sets(trackers: &BTreeMap<String, Tracker>) -> Sets {
     trackers
         .iter()
         .filter_map(|(id, t)| Some((id.clone(), t.set.clone()?)))
@@ -149,7 +152,11 @@ async fn one(
         if let Some(p) = &file {
             seen_file = modified(p);
         }
-        let answer = fetch_once(&source, &fetcher).await;
+        // A stop does not wait for a slow source (up to its `timeout`).
+        let answer = tokio::select! {
+            a = fetch_once(&source, &fetcher) => a,
+            _ = stop.changed() => return,
+        };
         let m = crate::ops::metrics::metrics();
         let garbage = matches!(&answer, Err(e) if !is_fetch_error(e));
         let answer = answer.map(|p| {

@@ -57,8 +57,10 @@ pub enum Verdict {
 }
 
 impl Tracker {
+    /// Offers an answer. Items are compared by id, whatever order the
+    /// source lists them in.
     pub fn offer(&mut self, answer: Result<Vec<Item>, String>, now_ms: i64) -> Verdict {
-        let items = match answer {
+        let mut items = match answer {
             Err(why) => {
                 let first = self.failing.is_none();
                 let since = self.failing.as_ref().map_or(now_ms, |f| f.0);
@@ -67,6 +69,7 @@ impl Tracker {
             }
             Ok(items) => items,
         };
+        items.sort_by(|a, b| a.id.cmp(&b.id));
         self.failing = None;
         let Some(old) = &self.set else {
             let added = items.iter().map(|i| i.id.clone()).collect();
@@ -225,6 +228,27 @@ mod tests {
         // Growth from empty is applied at once.
         assert!(matches!(
             t.offer(Ok(items(&["n"])), 9),
+            Verdict::Applied { .. }
+        ));
+    }
+
+    #[test]
+    fn the_same_ids_in_another_order_are_no_change() {
+        let mut t = Tracker::default();
+        t.offer(Ok(items(&["b", "a", "c"])), 0);
+        assert_eq!(t.offer(Ok(items(&["c", "b", "a"])), 1), Verdict::Unchanged);
+        // A held shrink counts answers by their ids, in any order.
+        t.offer(Ok(items(&["a", "b", "c", "d", "e", "f"])), 2);
+        assert!(matches!(
+            t.offer(Ok(items(&["b", "a"])), 3),
+            Verdict::Held { agree: 1, .. }
+        ));
+        assert!(matches!(
+            t.offer(Ok(items(&["a", "b"])), 4),
+            Verdict::Held { agree: 2, .. }
+        ));
+        assert!(matches!(
+            t.offer(Ok(items(&["b", "a"])), 5),
             Verdict::Applied { .. }
         ));
     }

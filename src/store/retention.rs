@@ -193,9 +193,12 @@ fn batched(
     col: &str,
     cut: UnixMs,
 ) -> Result<u64> {
-    // Transitions referenced by events stay while their events do.
+    // Transitions referenced by events stay while their events do, and
+    // each connection's newest one stays whatever its age: it is the
+    // health a report starts from (docs/uptime.md).
     let keep = if table == "transitions" {
-        " AND NOT EXISTS (SELECT 1 FROM events WHERE events.transition = transitions.id)"
+        " AND NOT EXISTS (SELECT 1 FROM events WHERE events.transition = transitions.id)\
+         AND at < (SELECT max(t2.at) FROM transitions t2 WHERE t2.conn = transitions.conn)"
     } else {
         ""
     };
@@ -377,6 +380,35 @@ mod tests {
         let again = prune(&s, Duration::from_secs(30 * 86_400), now).unwrap();
         assert_eq!(again.days_merged, 0);
         assert_eq!(rows(&s, old_day).len(), 2);
+    }
+
+    #[test]
+    fn a_connection_keeps_its_newest_transition_however_old() {
+        let (_dir, s, keys) = store_with(&["a", "b"]);
+        let day = 86_400_000i64;
+        let now = 800 * day;
+        for (id, k, at) in [
+            (1, keys[0], 10 * day),
+            (2, keys[0], 20 * day),
+            (3, keys[1], 30 * day),
+        ] {
+            s.db.execute(
+                "INSERT INTO transitions (id, conn, at, previous, current, consecutive_failures) VALUES (?1, ?2, ?3, 'unknown', 'online', 0)",
+                rusqlite::params![id, k, at],
+            )
+            .unwrap();
+        }
+        prune(&s, Duration::from_secs(30 * 86_400), now).unwrap();
+        let mut q =
+            s.db.prepare("SELECT id FROM transitions ORDER BY id")
+                .unwrap();
+        let ids: Vec<i64> = q
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        // Stable for two years: the health a report starts from is kept.
+        assert_eq!(ids, [2, 3]);
     }
 
     #[test]
