@@ -43,19 +43,6 @@ fn wait_ready(port: u16, setup: &Setup) {
     );
 }
 
-fn needs(bin: &str, package: &str) {
-    let ok = Command::new(bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        ok,
-        "{bin} is needed: apt-get install {package} (.ci/run does)"
-    );
-}
-
 #[test]
 fn api_routes_auth_errors_metrics_and_audit() {
     needs("promtool", "prometheus");
@@ -367,44 +354,6 @@ fn beyond_loopback_every_read_needs_the_token() {
     let (s, _) = call(port, "GET", "/healthz", None);
     assert_eq!(s, 200, "/healthz stays open for load balancers and systemd");
     assert_eq!(terminate(&mut daemon, Duration::from_secs(15)), Some(0));
-}
-
-/// Runs headless Chromium on `url`: (DOM after scripts ran, stderr).
-fn chromium_dump(url: &str) -> (String, String) {
-    let profile = tempfile::tempdir().unwrap();
-    let child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=3000",
-            "--window-size=390,844",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_output(child, Duration::from_secs(90));
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

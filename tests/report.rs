@@ -41,6 +41,7 @@ listen = "127.0.0.1:{admin}"
 
 [[connection]]
 id = "erp"
+name = "Hostile <b>name</b> & co"
 url = "http://{addr}/c/erp"
 interval = "1h"
 slo = "99.5%"
@@ -211,9 +212,109 @@ duration = "1h"
     );
     assert_eq!(api["outages"], r["outages"]);
     assert_eq!(api["p95_latency_ms"], 900);
+    // The connection's page shows the same figure (30 d row), escaped, and
+    // renders in a real browser without a console error.
+    needs("chromium", "chromium");
+    let (dom, stderr) = chromium_dump(&format!("http://127.0.0.1:{admin}/connections/erp"));
+    let row = dom
+        .split("data-period=\"30 d\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no 30 d row:\n{dom}"));
+    let pct: f64 = row
+        .split("class=\"pct\">")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no figure in the 30 d row:\n{row}"));
+    println!("page, 30 d: {pct:.2} % (ground truth {truth:.4} %)");
+    assert!((pct - truth).abs() <= 0.01, "page {pct} vs {truth}");
+    for needle in [
+        "<h1>Hostile &lt;b&gt;name&lt;/b&gt; &amp; co",
+        "id=\"latency\"",
+        "<polyline class=\"p95\"",
+        "class=\"transition\" data-current=\"auth_required\"",
+        "data-script=\"ok\"",
+    ] {
+        assert!(dom.contains(needle), "{needle} missing:\n{dom}");
+    }
+    assert!(!dom.contains("<b>name</b>"), "the name was not escaped");
+    for bad in ["Uncaught", "Refused to", "SyntaxError"] {
+        assert!(
+            !stderr.lines().any(|l| l.contains(bad)),
+            "browser reported {bad}:\n{stderr}"
+        );
+    }
+    // The list links to it.
+    let (_, list) = http_get(admin, "/").unwrap();
+    assert!(list.contains("href=\"/connections/erp\""), "{list}");
+    // The list filters by text and by health, without a script.
+    let (_, hit) = http_get(admin, "/?q=HOSTILE&health=all").unwrap();
+    assert!(hit.contains("id=\"conn-erp\""), "{hit}");
+    let (_, miss) = http_get(admin, "/?q=zzz").unwrap();
+    assert!(miss.contains("No connection matches the filter"), "{miss}");
+    let (_, healthy) = http_get(admin, "/?health=problems").unwrap();
+    assert!(
+        !healthy.contains("id=\"conn-erp\""),
+        "erp is online: {healthy}"
+    );
+    assert!(
+        healthy.contains("<option value=\"problems\" selected>"),
+        "{healthy}"
+    );
+    let (code, _) = http_get(admin, "/?colour=red").unwrap();
+    assert_eq!(code, 400);
+    let (code, _) = http_get(admin, "/connections/nope").unwrap();
+    assert_eq!(code, 404);
     let (code, _) = http_get(admin, "/api/v1/connections/nope/uptime").unwrap();
     assert_eq!(code, 404);
     let (code, _) = http_get(admin, "/api/v1/connections/erp/uptime?since=soon").unwrap();
     assert_eq!(code, 400);
+    assert_eq!(terminate(&mut daemon, Duration::from_secs(15)), Some(0));
+}
+
+/// The views' newest hourly slot is never older than `history_flush`: a new
+/// install shows its current hour within seconds, not after five minutes.
+#[test]
+fn the_current_hour_shows_within_history_flush() {
+    let (addr, _platform) = platform();
+    let admin = free_port();
+    let s = Setup::new(&format!(
+        r#"
+[daemon]
+database = "cw.db"
+listen = "127.0.0.1:{admin}"
+history_flush = "1s"
+
+[[connection]]
+id = "a"
+url = "http://{addr}/c/a"
+interval = "200ms"
+timeout = "150ms"
+"#
+    ));
+    let started = std::time::Instant::now();
+    let mut daemon = s.spawn_daemon(&[]);
+    let hour_now = || connwatch::model::now_ms() / H * H;
+    let current = || -> Option<u64> {
+        let (_, body) = http_get(admin, "/api/v1/connections/a")?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let want = connwatch::model::rfc3339(hour_now());
+        v["hourly"]
+            .as_array()?
+            .iter()
+            .find(|h| h["hour"] == want.as_str())
+            .and_then(|h| h["count"].as_u64())
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || current().is_some_and(|c| c >= 3)),
+        "the current hour's rollup after {:?}: {:?}",
+        started.elapsed(),
+        current()
+    );
+    println!(
+        "current hour's rollup shown {} ms after the start: {:?} probes",
+        started.elapsed().as_millis(),
+        current()
+    );
     assert_eq!(terminate(&mut daemon, Duration::from_secs(15)), Some(0));
 }

@@ -4,7 +4,7 @@
 //! Reads come from the database on a read-only connection per request (WAL
 //! lets them run beside the writer), so they show what the writer has
 //! committed: state changes at once, online runs within `history_flush`,
-//! rollups within five minutes. Two routes change something, and both need
+//! rollups within `history_flush` too. Two routes change something, and both need
 //! the bearer token (`admin_token`), compared in constant time:
 //! `POST /api/v1/connections/{id}/probe` asks the running engine for one
 //! probe now (through the same gates as a scheduled probe), and
@@ -15,6 +15,7 @@
 //!
 //! Every error is JSON of one shape: `{"error": {"code": "...", "message": "..."}}`.
 
+mod conn_page;
 pub mod page;
 
 use crate::config::Secret;
@@ -196,6 +197,7 @@ pub async fn serve(
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/", get(status_page))
+        .route("/connections/{id}", get(connection_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -220,9 +222,10 @@ static CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let h =
         |s: &str| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s.as_bytes()));
     format!(
-        "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}' 'sha256-{}'; img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         h(page::SCRIPT),
-        h(page::STYLE)
+        h(page::STYLE),
+        h(conn_page::EXTRA)
     )
 });
 
@@ -817,13 +820,38 @@ async fn replay(
         .into_response())
 }
 
-async fn status_page(
+/// `/connections/{id}`: the page of one connection.
+async fn connection_page(
     State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     authorize_read(&state, &headers)?;
-    let html = read(&state, |s| {
-        page::render(s, now_ms()).map_err(ApiError::internal)
+    let html = read(&state, move |s| {
+        conn_page::render(s, &id, now_ms())
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| unknown_connection(&id))
+    })
+    .await?;
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, CSP.as_str()),
+        ],
+        Html(html),
+    )
+        .into_response())
+}
+
+async fn status_page(
+    State(state): State<Arc<AdminState>>,
+    params: Result<Query<page::ListFilter>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize_read(&state, &headers)?;
+    let Query(filter) = params.map_err(bad_query)?;
+    let html = read(&state, move |s| {
+        page::render_filtered(s, now_ms(), &filter).map_err(ApiError::internal)
     })
     .await?;
     Ok((

@@ -46,7 +46,7 @@ fn is_problem(health: &str) -> bool {
 }
 
 /// The colour class of a health.
-fn tone(health: &str) -> &'static str {
+pub(super) fn tone(health: &str) -> &'static str {
     match health {
         "online" => "ok",
         "degraded" | "rate_limited" => "warn",
@@ -57,12 +57,73 @@ fn tone(health: &str) -> &'static str {
     }
 }
 
+/// What the list shows: `?health=` (a health, or `problems`) and `?q=`
+/// (part of an id or a name, any case).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListFilter {
+    pub health: Option<String>,
+    pub q: Option<String>,
+}
+
+impl ListFilter {
+    fn keeps(&self, r: &StatusRow) -> bool {
+        let health = match self.health.as_deref() {
+            None | Some("") | Some("all") => true,
+            Some("problems") => is_problem(&r.health),
+            Some(h) => r.health == h,
+        };
+        let text = match self.q.as_deref().map(str::trim) {
+            None | Some("") => true,
+            Some(q) => {
+                let q = q.to_lowercase();
+                r.id.to_lowercase().contains(&q)
+                    || r.name
+                        .as_deref()
+                        .is_some_and(|n| n.to_lowercase().contains(&q))
+            }
+        };
+        health && text
+    }
+}
+
+/// Attention order: down first, then credentials and permissions, then
+/// slow or throttled, then not yet known, then fine.
+fn urgency(health: &str) -> u8 {
+    match tone(health) {
+        "bad" => 0,
+        "auth" | "perm" => 1,
+        "warn" => 2,
+        "none" => 3,
+        _ => 4,
+    }
+}
+
+const HEALTHS: &[&str] = &[
+    "offline",
+    "unreachable",
+    "invalid",
+    "auth_required",
+    "permission_denied",
+    "degraded",
+    "rate_limited",
+    "unknown",
+    "online",
+];
+
 pub fn render(store: &Store, now: UnixMs) -> Result<String> {
+    render_filtered(store, now, &ListFilter::default())
+}
+
+pub fn render_filtered(store: &Store, now: UnixMs, filter: &ListFilter) -> Result<String> {
     let mut rows = query::status(store, now)?;
     let total = rows.len();
     let failing = rows.iter().filter(|r| is_problem(&r.health)).count();
-    // Problems first, then by id (the query's order; the sort is stable).
-    rows.sort_by_key(|r| !is_problem(&r.health));
+    rows.retain(|r| filter.keeps(r));
+    let shown_of = rows.len();
+    // What needs attention first, then by id (the query's order; the sort
+    // is stable).
+    rows.sort_by_key(|r| urgency(&r.health));
     rows.truncate(MAX_ROWS);
     let this_hour = now - now.rem_euclid(HOUR);
     let week_start = this_hour - 167 * HOUR;
@@ -94,7 +155,21 @@ pub fn render(store: &Store, now: UnixMs) -> Result<String> {
 <p class="summary"><strong>{total}</strong> connections · <strong class="{ftone}">{failing}</strong> need attention · as of <time datetime="{asof}">{asof}</time> · refreshes every {REFRESH_SECS} s</p>
 </header>
 <main>
+<form class="filter" method="get" action="/"><input type="search" name="q" value="{q}" placeholder="id or name" aria-label="filter by id or name"> <select name="health" aria-label="filter by health">{options}</select> <button type="submit">Filter</button></form>
 "#,
+        q = esc(filter.q.as_deref().unwrap_or("")),
+        options = {
+            let chosen = filter.health.as_deref().unwrap_or("all");
+            let mut o = String::new();
+            for h in ["all", "problems"].iter().chain(HEALTHS) {
+                let _ = write!(
+                    o,
+                    r#"<option value="{h}"{sel}>{h}</option>"#,
+                    sel = if *h == chosen { " selected" } else { "" }
+                );
+            }
+            o
+        },
         title = esc(&title),
         ftone = if failing == 0 { "ok" } else { "bad" },
         asof = rfc3339(now),
@@ -102,11 +177,18 @@ pub fn render(store: &Store, now: UnixMs) -> Result<String> {
     if total > rows.len() {
         let _ = writeln!(
             page,
-            r#"<p class="note">Showing {} of {total} connections, those that need attention first. <code>connwatch status</code> and <code>/api/v1/connections</code> list every one.</p>"#,
-            rows.len()
+            r#"<p class="note">Showing {} of {total} connections{}, those that need attention first. <code>connwatch status</code> and <code>/api/v1/connections</code> list every one.</p>"#,
+            rows.len(),
+            if shown_of < total {
+                format!(" ({shown_of} match the filter)")
+            } else {
+                String::new()
+            }
         );
     }
-    if rows.is_empty() {
+    if rows.is_empty() && total > 0 {
+        page.push_str("<p class=\"note\">No connection matches the filter.</p>\n");
+    } else if rows.is_empty() {
         page.push_str("<p class=\"note\">No connections are configured.</p>\n");
     } else {
         page.push_str(
@@ -183,7 +265,7 @@ fn row(out: &mut String, r: &StatusRow, hourly: &[Hourly], this_hour: UnixMs) {
     let _ = write!(
         out,
         r#"<tr class="conn" id="conn-{id}" data-connection="{id}" data-health="{health}">
-<td class="name" data-label="Connection">{name}<br><small class="muted">{id}</small></td>
+<td class="name" data-label="Connection"><a href="/connections/{id}">{name}</a><br><small class="muted">{id}</small></td>
 <td data-label="Health"><span class="badge {tone}">{health}</span>{suppressed}<br>{since}</td>
 <td class="nowrap" data-label="Circuit"><span class="dot {circuit_tone}"></span>{circuit}</td>
 <td class="err" data-label="Last error">{error}</td>
@@ -204,7 +286,7 @@ fn row(out: &mut String, r: &StatusRow, hourly: &[Hourly], this_hour: UnixMs) {
 /// `segments` bars of `per` hours each from `start`: green without
 /// failures, amber up to 10 % failed, red beyond, grey without data; with
 /// the window's uptime as text.
-fn uptime_bar(hourly: &[Hourly], start: UnixMs, segments: usize, per: i64) -> String {
+pub(super) fn uptime_bar(hourly: &[Hourly], start: UnixMs, segments: usize, per: i64) -> String {
     const W: usize = 4;
     let width = segments * (W + 1);
     let mut svg = format!(
@@ -297,6 +379,7 @@ strong.ok{color:var(--ok)}strong.bad{color:var(--bad)}
 .dot{display:inline-block;width:.6rem;height:.6rem;border-radius:50%;margin-right:.3rem}
 .dot.ok{background:var(--ok)}.dot.warn{background:var(--warn)}.dot.bad{background:var(--bad)}
 .err{max-width:22rem;word-break:break-word;color:var(--bad)}
+form.filter{margin:0 0 1rem}form.filter input,form.filter select,form.filter button{font:inherit;padding:.2rem .4rem}
 svg.bar rect.ok{fill:var(--ok)}svg.bar rect.warn{fill:var(--warn)}svg.bar rect.bad{fill:var(--bad)}svg.bar rect.none{fill:var(--line)}
 svg.spark polyline{fill:none;stroke:var(--muted);stroke-width:1.5}
 .nowrap{white-space:nowrap}
@@ -330,6 +413,13 @@ pub const SCRIPT: &str = r#"
     times[i].title = t.toLocaleString();
     times[i].textContent = ago(now - t.getTime());
   }
+  // The page reloads itself (meta refresh): keep the reader's place.
+  try {
+    var key = 'scroll:' + location.pathname + location.search;
+    var y = sessionStorage.getItem(key);
+    if (y !== null) window.scrollTo(0, parseInt(y, 10) || 0);
+    window.addEventListener('beforeunload', function(){ sessionStorage.setItem(key, String(window.scrollY)); });
+  } catch (e) {}
   if (d.getAttribute('data-script') !== 'error') d.setAttribute('data-script', 'ok');
 })();
 "#;

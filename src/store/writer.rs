@@ -35,8 +35,6 @@ pub const QUEUE: usize = 16 * 1024;
 /// waking for each one (it waits for the first record when idle). It bounds
 /// how long a transition waits before its transaction starts.
 pub const POLL: Duration = Duration::from_millis(20);
-/// Rollup rows are written at most this often (and at each hour's end).
-pub const ROLLUP_FLUSH: Duration = Duration::from_secs(300);
 const HOUR_MS: i64 = 3_600_000;
 
 /// What the engine hands the writer: a probe, and/or what it changed.
@@ -431,7 +429,6 @@ async fn run(
     let mut st = State::new(db, path, audit);
     let start = tokio::time::Instant::now();
     let mut next_flush = start + history_flush;
-    let mut next_rollup = start + ROLLUP_FLUSH;
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     let mut prunes: Vec<(Duration, PruneReply)> = Vec::new();
@@ -510,10 +507,10 @@ async fn run(
             let states: Vec<(i64, StateRow)> = st.states.drain().collect();
             st.backlog.states.extend(states);
             next_flush = now + history_flush;
-            if forced || now >= next_rollup {
-                st.take_rollups(None);
-                next_rollup = now + ROLLUP_FLUSH;
-            }
+            // The current hour's rollups too, so the views' newest slot is
+            // never older than `history_flush` (a new install shows bars
+            // within a minute).
+            st.take_rollups(None);
         }
         // Rollups of hours that have ended are written without waiting.
         let hour = crate::model::now_ms().div_euclid(HOUR_MS) * HOUR_MS;

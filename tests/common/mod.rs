@@ -421,3 +421,55 @@ pub fn pki(dir: &Path) -> Pki {
         client_ca: ca.der().clone(),
     }
 }
+
+/// Fails with how to install `bin` when it is missing.
+pub fn needs(bin: &str, package: &str) {
+    let ok = Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "{bin} is needed: apt-get install {package} (.ci/run does)"
+    );
+}
+
+/// Runs headless Chromium on `url`: (DOM after scripts ran, stderr).
+pub fn chromium_dump(url: &str) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=3000",
+            "--window-size=390,844",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(90));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
