@@ -26,6 +26,8 @@ fn script() -> Vec<(i64, &'static str)> {
         (15 * DAY + 12 * H, "online"), // degraded: up
         (20 * DAY + 3 * H, "auth_required"),
         (20 * DAY + 3 * H + 20 * MIN, "online"), // outage 3: 20 min
+        (25 * DAY + 2 * H + 30 * MIN, "offline"),
+        (25 * DAY + 2 * H + 45 * MIN, "online"), // inside the 02:00 window: no outage
     ]
 }
 
@@ -233,6 +235,7 @@ duration = "1h"
         "id=\"latency\"",
         "<polyline class=\"p95\"",
         "class=\"transition\" data-current=\"auth_required\"",
+        "data-current=\"offline\" data-maintenance=\"yes\"",
         "data-script=\"ok\"",
     ] {
         assert!(dom.contains(needle), "{needle} missing:\n{dom}");
@@ -244,9 +247,17 @@ duration = "1h"
             "browser reported {bad}:\n{stderr}"
         );
     }
-    // The list links to it.
-    let (_, list) = http_get(admin, "/").unwrap();
+    // The list links to it, and renders in the browser too.
+    let (list, stderr) = chromium_dump(&format!("http://127.0.0.1:{admin}/?health=all"));
     assert!(list.contains("href=\"/connections/erp\""), "{list}");
+    assert!(list.contains("data-script=\"ok\""), "{list}");
+    assert!(list.contains("Hostile &lt;b&gt;name&lt;/b&gt;"), "{list}");
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("Uncaught") || l.contains("Refused to")),
+        "{stderr}"
+    );
     // The list filters by text and by health, without a script.
     let (_, hit) = http_get(admin, "/?q=HOSTILE&health=all").unwrap();
     assert!(hit.contains("id=\"conn-erp\""), "{hit}");
@@ -265,6 +276,14 @@ duration = "1h"
     assert_eq!(code, 400);
     let (code, _) = http_get(admin, "/connections/nope").unwrap();
     assert_eq!(code, 404);
+    // The budget as a metric.
+    let (_, metrics) = http_get(admin, "/metrics").unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("connwatch_slo_budget_remaining{connection=\"erp\"}"))
+        .unwrap_or_else(|| panic!("no budget metric:\n{metrics}"));
+    let left: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((left - budget).abs() < 61.0, "{line} vs {budget}");
     let (code, _) = http_get(admin, "/api/v1/connections/nope/uptime").unwrap();
     assert_eq!(code, 404);
     let (code, _) = http_get(admin, "/api/v1/connections/erp/uptime?since=soon").unwrap();

@@ -35,6 +35,7 @@ pub fn render(store: &Store, id: &str, now: UnixMs) -> Result<Option<String>> {
         periods.push((label, rep));
     }
     let history = query::history(store, r.key, now - 30 * DAY, 10_000)?;
+    let windows = crate::store::report::windows_of(store, id, now - 30 * DAY, now)?;
     let transitions: Vec<&HistoryItem> = history
         .iter()
         .rev()
@@ -137,12 +138,24 @@ pub fn render(store: &Store, id: &str, now: UnixMs) -> Result<Option<String>> {
                 previous,
                 current,
                 error,
+                at_ms,
                 ..
             } = t
             {
+                let maint = windows.iter().any(|(a, b)| a <= at_ms && at_ms < b);
                 let _ = writeln!(
                     out,
-                    r#"<tr class="transition" data-current="{c}"><td>{when}</td><td><span class="badge {pt}">{p}</span> → <span class="badge {ct}">{c}</span></td><td class="err">{e}</td></tr>"#,
+                    r#"<tr class="transition" data-current="{c}"{mattr}><td>{when}{mnote}</td><td><span class="badge {pt}">{p}</span> → <span class="badge {ct}">{c}</span></td><td class="err">{e}</td></tr>"#,
+                    mattr = if maint {
+                        r#" data-maintenance="yes""#
+                    } else {
+                        ""
+                    },
+                    mnote = if maint {
+                        r#" <small class="muted">(maintenance)</small>"#
+                    } else {
+                        ""
+                    },
                     when = time(Some(at)),
                     p = esc(previous),
                     pt = tone(previous),

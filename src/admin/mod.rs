@@ -15,7 +15,7 @@
 //!
 //! Every error is JSON of one shape: `{"error": {"code": "...", "message": "..."}}`.
 
-mod conn_page;
+pub mod conn_page;
 pub mod page;
 
 use crate::config::Secret;
@@ -397,6 +397,7 @@ async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Ap
         let now = now_ms();
         let rows = query::health_and_circuit(s).map_err(ApiError::internal)?;
         let scopes = query::scope_health(s).map_err(ApiError::internal)?;
+        let slo = crate::store::report::slo_budgets(s, now).map_err(ApiError::internal)?;
         let depth = outbox::depth(s).map_err(ApiError::internal)?;
         let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len() as i64).unwrap_or(0);
         let mut wal = db.clone().into_os_string();
@@ -404,6 +405,7 @@ async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Ap
         let scrape = crate::ops::metrics::Scrape {
             connections: &rows,
             scopes: &scopes,
+            slo_budget: &slo,
             outbox_pending: depth.pending,
             outbox_dead: depth.dead,
             oldest_pending_age_s: depth

@@ -263,6 +263,9 @@ pub struct Scrape<'a> {
     /// Connection id, scope id and health of each scope
     /// (`query::scope_health`).
     pub scopes: &'a [(String, String, &'static str)],
+    /// Each connection with an `slo`: the error budget left over the last
+    /// 30 days, seconds (`store::report::slo_budgets`).
+    pub slo_budget: &'a [(String, f64)],
     pub outbox_pending: i64,
     pub outbox_dead: i64,
     pub oldest_pending_age_s: f64,
@@ -345,6 +348,17 @@ pub fn render(scrape: &Scrape) -> prometheus::Result<Vec<u8>> {
             circuit
         ));
     }
+    if !scrape.slo_budget.is_empty() {
+        line(format_args!(
+            "# HELP connwatch_slo_budget_remaining Seconds of down time the connection's slo still allows over the last 30 days (negative: overspent; docs/uptime.md).\n# TYPE connwatch_slo_budget_remaining gauge\n"
+        ));
+        for (conn, left) in scrape.slo_budget {
+            line(format_args!(
+                "connwatch_slo_budget_remaining{{connection=\"{}\"}} {left}\n",
+                LabelValue(conn)
+            ));
+        }
+    }
     if !scrape.scopes.is_empty() {
         line(format_args!(
             "# HELP connwatch_scope_health 1 for each scope's current health (one series per scope).\n# TYPE connwatch_scope_health gauge\n"
@@ -398,6 +412,7 @@ mod tests {
                 "orders".to_string(),
                 "permission_denied",
             )],
+            slo_budget: &[("a\"b".to_string(), -12.5)],
             outbox_pending: 3,
             outbox_dead: 0,
             oldest_pending_age_s: 1.5,
@@ -414,6 +429,7 @@ mod tests {
             "connwatch_outbox_pending 3",
             "connwatch_scope_health{connection=\"a\\\"b\",scope=\"orders\",health=\"permission_denied\"} 1",
             "connwatch_probes_total{outcome=\"permission_denied\"}",
+            "connwatch_slo_budget_remaining{connection=\"a\\\"b\"} -12.5",
             "connwatch_build_info{connwatch_instance=\"host-a\",shard=\"2/3\",version=",
             "connwatch_deliveries_total{result=\"done\",sink=\"ops\"}",
         ] {

@@ -86,16 +86,32 @@ impl Report {
 
 /// Reports over `[from, to)` for every configured connection, or for `id`.
 pub fn reports(store: &Store, from: UnixMs, to: UnixMs, id: Option<&str>) -> Result<Vec<Report>> {
+    compute(store, from, to, id, false)
+}
+
+/// The reports of `id` (or all), or, with `budgets`, of the connections
+/// with an `slo` only and without the latency percentile (what `/metrics`
+/// needs, at each scrape).
+fn compute(
+    store: &Store,
+    from: UnixMs,
+    to: UnixMs,
+    id: Option<&str>,
+    budgets: bool,
+) -> Result<Vec<Report>> {
     let p = &store.path;
     let conns: Vec<(i64, String, Option<String>, Option<f64>)> = store
         .db
         .prepare(
             "SELECT key, id, name, slo FROM connections
-             WHERE configured = 1 AND scope_of IS NULL AND (?1 IS NULL OR id = ?1) ORDER BY id",
+             WHERE configured = 1 AND scope_of IS NULL AND (?1 IS NULL OR id = ?1)
+               AND (?2 = 0 OR slo IS NOT NULL) ORDER BY id",
         )
         .and_then(|mut st| {
-            st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect()
+            st.query_map(params![id, budgets], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
         })
         .map_err(|e| sq(p, e))?;
     let windows: Vec<(String, i64, Option<Vec<String>>)> = store
@@ -162,13 +178,64 @@ pub fn reports(store: &Store, from: UnixMs, to: UnixMs, id: Option<&str>) -> Res
             .collect();
         mine.sort_unstable();
         let u = measure(&steps, &mine, from, to, slo);
-        let mut hours: Vec<(i64, i64)> = p95_q
-            .query_map(params![key, from, to], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| sq(p, e))?;
-        out.push(Report::of(cid, name, &u, slo, weighted_p95(&mut hours)));
+        let p95 = if budgets {
+            None
+        } else {
+            let mut hours: Vec<(i64, i64)> = p95_q
+                .query_map(params![key, from, to], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| sq(p, e))?;
+            weighted_p95(&mut hours)
+        };
+        out.push(Report::of(cid, name, &u, slo, p95));
     }
     Ok(out)
+}
+
+/// The maintenance windows covering connection `id` inside `[from, to)`,
+/// sorted (the page marks the changes that fell in one).
+pub fn windows_of(
+    store: &Store,
+    id: &str,
+    from: UnixMs,
+    to: UnixMs,
+) -> Result<Vec<(UnixMs, UnixMs)>> {
+    let rows: Vec<(String, i64, Option<String>)> = store
+        .db
+        .prepare("SELECT schedule, duration_ms, connections FROM maintenance_windows ORDER BY idx")
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(|e| sq(&store.path, e))?;
+    let mut out: Vec<(UnixMs, UnixMs)> = rows
+        .into_iter()
+        .filter(|(_, _, c)| {
+            c.as_deref()
+                .and_then(|c| serde_json::from_str::<Vec<String>>(c).ok())
+                .is_none_or(|c| c.iter().any(|x| x == id))
+        })
+        .flat_map(|(s, d, _)| {
+            crate::maintenance::windows_between(
+                &s,
+                std::time::Duration::from_millis(d.max(0) as u64),
+                from,
+                to,
+                MAX_WINDOWS,
+            )
+        })
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The error budget left over the last 30 days of every connection with
+/// an `slo`, for `/metrics`.
+pub fn slo_budgets(store: &Store, now: UnixMs) -> Result<Vec<(String, f64)>> {
+    Ok(compute(store, now - 30 * 86_400_000, now, None, true)?
+        .into_iter()
+        .filter_map(|r| Some((r.id, r.budget_remaining_s?)))
+        .collect())
 }
 
 /// The value below which 95 % of the probes' hourly p95s fall, each hour
