@@ -236,11 +236,21 @@ impl From<connwatch::store::StoreError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run | Command::Sandbox { .. }) {
+    // Commands that open sockets (the daemon, the sandbox, `probe`, `sinks
+    // test`, `check --discover`) keep SIGPIPE ignored: a peer that closes
+    // its socket while a (vectored) write is under way must be an error to
+    // handle, not a reason to die with no output.
+    let network = matches!(
+        cli.command,
+        Command::Run
+            | Command::Sandbox { .. }
+            | Command::Probe { .. }
+            | Command::Sinks { .. }
+            | Command::Check { discover: true }
+    );
+    if !network {
         // A command whose output goes to `head` ends quietly when the pipe
         // closes, as Unix tools do, instead of panicking on the write.
-        // (The daemon keeps SIGPIPE ignored: a closed socket is an error
-        // to handle, not a reason to die.)
         // SAFETY: setting a signal's disposition to its default, before
         // any other thread exists.
         unsafe {
