@@ -72,11 +72,7 @@ pub fn render(store: &Store, id: &str, now: UnixMs) -> Result<Option<String>> {
     out.push_str("<section id=\"uptime\"><h2>Uptime</h2><table class=\"uptime\"><thead><tr><th>Period</th><th>Uptime</th><th>Outages</th><th>Down</th><th>Longest</th><th>MTTR</th><th>Maintenance</th><th>SLO budget</th></tr></thead><tbody>\n");
     for (label, rep) in &periods {
         let Some(p) = rep else { continue };
-        let dur = |s: f64| {
-            crate::config::format_duration(
-                std::time::Duration::from_secs(s.max(0.0).round() as u64),
-            )
-        };
+        let dur = crate::store::report::duration_text;
         let _ = writeln!(
             out,
             r#"<tr data-period="{label}"><td>{label}</td><td class="pct">{pct}</td><td>{n}</td><td>{down}</td><td>{longest}</td><td>{mttr}</td><td>{maint}</td><td>{budget}</td></tr>"#,
@@ -89,11 +85,10 @@ pub fn render(store: &Store, id: &str, now: UnixMs) -> Result<Option<String>> {
             longest = dur(p.outages.longest_s),
             mttr = p.mttr_s.map(dur).unwrap_or_else(|| "—".into()),
             maint = dur(p.maintenance_s),
-            budget = match (&p.slo, p.budget_remaining_s) {
-                (Some(s), Some(b)) if b < 0.0 => format!("{}: overspent by {}", esc(s), dur(-b)),
-                (Some(s), Some(b)) => format!("{}: {} left", esc(s), dur(b)),
-                _ => "—".into(),
-            },
+            budget = p
+                .budget_text()
+                .map(|b| esc(&b))
+                .unwrap_or_else(|| "—".into()),
         );
     }
     let _ = write!(

@@ -822,6 +822,18 @@ async fn replay(
         .into_response())
 }
 
+/// A page: never cached, scripts and styles only those hashed in [`CSP`].
+fn html_page(html: String) -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, CSP.as_str()),
+        ],
+        Html(html),
+    )
+        .into_response()
+}
+
 /// `/connections/{id}`: the page of one connection.
 async fn connection_page(
     State(state): State<Arc<AdminState>>,
@@ -835,14 +847,7 @@ async fn connection_page(
             .ok_or_else(|| unknown_connection(&id))
     })
     .await?;
-    Ok((
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::CONTENT_SECURITY_POLICY, CSP.as_str()),
-        ],
-        Html(html),
-    )
-        .into_response())
+    Ok(html_page(html))
 }
 
 async fn status_page(
@@ -856,12 +861,5 @@ async fn status_page(
         page::render_filtered(s, now_ms(), &filter).map_err(ApiError::internal)
     })
     .await?;
-    Ok((
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::CONTENT_SECURITY_POLICY, CSP.as_str()),
-        ],
-        Html(html),
-    )
-        .into_response())
+    Ok(html_page(html))
 }

@@ -1,14 +1,10 @@
 //! `connwatch report`: uptime, outages, MTTR, p95 latency and the error
 //! budget per connection (docs/uptime.md), as a table, JSON or CSV.
 
-use crate::store::report::Report;
+use crate::store::report::{duration_text as dur, Report};
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map(|v| v.to_string()).unwrap_or_default()
-}
-
-fn dur(s: f64) -> String {
-    crate::config::format_duration(std::time::Duration::from_secs(s.max(0.0).round() as u64))
 }
 
 pub fn table(rows: &[Report]) -> String {
@@ -28,11 +24,7 @@ pub fn table(rows: &[Report]) -> String {
                     .map(|v| format!("{v} ms"))
                     .unwrap_or_else(|| "-".into()),
                 dur(r.maintenance_s),
-                match (&r.slo, r.budget_remaining_s) {
-                    (Some(s), Some(b)) if b < 0.0 => format!("{s}: overspent by {}", dur(-b)),
-                    (Some(s), Some(b)) => format!("{s}: {} left", dur(b)),
-                    _ => "-".into(),
-                },
+                r.budget_text().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();

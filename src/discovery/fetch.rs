@@ -88,10 +88,7 @@ async fn get(
         .header("accept", "application/json")
         .header("user-agent", crate::probe::USER_AGENT);
     for (name, value) in headers {
-        let mut v = reqwest::header::HeaderValue::from_str(value.expose())
-            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
-        v.set_sensitive(true);
-        rb = rb.header(name.as_str(), v);
+        rb = rb.header(name.as_str(), crate::sinks::http::sensitive(value));
     }
     let mut resp = rb.send().await.map_err(|e| {
         let kind = if e.is_timeout() {

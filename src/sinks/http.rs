@@ -94,7 +94,10 @@ fn answer(status: u16, reason: &str, body: &str) -> String {
     }
 }
 
-fn sensitive(s: &Secret) -> reqwest::header::HeaderValue {
+/// A secret header value, marked sensitive (kept out of reqwest's debug
+/// output); one that HTTP cannot carry becomes empty (validation refused
+/// it already).
+pub(crate) fn sensitive(s: &Secret) -> reqwest::header::HeaderValue {
     let mut v = reqwest::header::HeaderValue::from_str(s.expose())
         .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static(""));
     v.set_sensitive(true);

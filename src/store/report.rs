@@ -46,6 +46,11 @@ pub struct Outages {
     pub longest_s: f64,
 }
 
+/// Seconds as people read them (`1h 16m 40s`), to the second.
+pub fn duration_text(s: f64) -> String {
+    crate::config::format_duration(std::time::Duration::from_secs(s.max(0.0).round() as u64))
+}
+
 fn secs(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -55,6 +60,18 @@ fn round2(v: f64) -> f64 {
 }
 
 impl Report {
+    /// `99.5%: 27m 5s left` or `99.5%: overspent by 27m 5s`; `None`
+    /// without an `slo`.
+    pub fn budget_text(&self) -> Option<String> {
+        match (&self.slo, self.budget_remaining_s) {
+            (Some(s), Some(b)) if b < 0.0 => {
+                Some(format!("{s}: overspent by {}", duration_text(-b)))
+            }
+            (Some(s), Some(b)) => Some(format!("{s}: {} left", duration_text(b))),
+            _ => None,
+        }
+    }
+
     fn of(
         id: String,
         name: Option<String>,
@@ -114,34 +131,7 @@ fn compute(
             .collect()
         })
         .map_err(|e| sq(p, e))?;
-    let windows: Vec<(String, i64, Option<Vec<String>>)> = store
-        .db
-        .prepare("SELECT schedule, duration_ms, connections FROM maintenance_windows ORDER BY idx")
-        .and_then(|mut st| {
-            st.query_map([], |r| {
-                let c: Option<String> = r.get(2)?;
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    c.and_then(|c| serde_json::from_str(&c).ok()),
-                ))
-            })?
-            .collect()
-        })
-        .map_err(|e| sq(p, e))?;
-    // Each schedule's windows once, shared by the connections it covers.
-    let spans: Vec<Vec<(UnixMs, UnixMs)>> = windows
-        .iter()
-        .map(|(s, d, _)| {
-            crate::maintenance::windows_between(
-                s,
-                std::time::Duration::from_millis((*d).max(0) as u64),
-                from,
-                to,
-                MAX_WINDOWS,
-            )
-        })
-        .collect();
+    let windows = Windows::load(store, from, to)?;
     let mut steps_q = store
         .db
         .prepare(
@@ -170,14 +160,7 @@ fn compute(
                 current: Health::parse(&h).unwrap_or(Health::Unknown),
             })
             .collect();
-        let mut mine: Vec<(UnixMs, UnixMs)> = windows
-            .iter()
-            .zip(&spans)
-            .filter(|((_, _, c), _)| c.as_ref().is_none_or(|c| c.contains(&cid)))
-            .flat_map(|(_, s)| s.iter().copied())
-            .collect();
-        mine.sort_unstable();
-        let u = measure(&steps, &mine, from, to, slo);
+        let u = measure(&steps, &windows.of(&cid), from, to, slo);
         let p95 = if budgets {
             None
         } else {
@@ -192,6 +175,59 @@ fn compute(
     Ok(out)
 }
 
+/// The stored maintenance schedules, each with its windows inside a
+/// period (computed once, shared by the connections a schedule covers).
+struct Windows {
+    /// Per schedule: the connections it covers (`None`: all) and its
+    /// windows in the period.
+    schedules: Vec<(Option<Vec<String>>, Spans)>,
+}
+
+type Spans = Vec<(UnixMs, UnixMs)>;
+
+impl Windows {
+    fn load(store: &Store, from: UnixMs, to: UnixMs) -> Result<Windows> {
+        let rows: Vec<(String, i64, Option<String>)> = store
+            .db
+            .prepare(
+                "SELECT schedule, duration_ms, connections FROM maintenance_windows ORDER BY idx",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| sq(&store.path, e))?;
+        let schedules = rows
+            .into_iter()
+            .map(|(s, d, c)| {
+                // An unreadable list covers every connection.
+                let covers = c.and_then(|c| serde_json::from_str(&c).ok());
+                let spans = crate::maintenance::windows_between(
+                    &s,
+                    std::time::Duration::from_millis(d.max(0) as u64),
+                    from,
+                    to,
+                    MAX_WINDOWS,
+                );
+                (covers, spans)
+            })
+            .collect();
+        Ok(Windows { schedules })
+    }
+
+    /// The windows covering connection `id`, sorted.
+    fn of(&self, id: &str) -> Vec<(UnixMs, UnixMs)> {
+        let mut out: Vec<(UnixMs, UnixMs)> = self
+            .schedules
+            .iter()
+            .filter(|(c, _)| c.as_ref().is_none_or(|c| c.iter().any(|x| x == id)))
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
 /// The maintenance windows covering connection `id` inside `[from, to)`,
 /// sorted (the page marks the changes that fell in one).
 pub fn windows_of(
@@ -200,33 +236,7 @@ pub fn windows_of(
     from: UnixMs,
     to: UnixMs,
 ) -> Result<Vec<(UnixMs, UnixMs)>> {
-    let rows: Vec<(String, i64, Option<String>)> = store
-        .db
-        .prepare("SELECT schedule, duration_ms, connections FROM maintenance_windows ORDER BY idx")
-        .and_then(|mut st| {
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect()
-        })
-        .map_err(|e| sq(&store.path, e))?;
-    let mut out: Vec<(UnixMs, UnixMs)> = rows
-        .into_iter()
-        .filter(|(_, _, c)| {
-            c.as_deref()
-                .and_then(|c| serde_json::from_str::<Vec<String>>(c).ok())
-                .is_none_or(|c| c.iter().any(|x| x == id))
-        })
-        .flat_map(|(s, d, _)| {
-            crate::maintenance::windows_between(
-                &s,
-                std::time::Duration::from_millis(d.max(0) as u64),
-                from,
-                to,
-                MAX_WINDOWS,
-            )
-        })
-        .collect();
-    out.sort_unstable();
-    Ok(out)
+    Ok(Windows::load(store, from, to)?.of(id))
 }
 
 /// The error budget left over the last 30 days of every connection with
