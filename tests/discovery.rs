@@ -114,32 +114,10 @@ fn platform() -> (std::net::SocketAddr, Platform) {
     (serve_on_thread(app), p)
 }
 
-type Got = Arc<Mutex<Vec<Value>>>;
-
-fn receiver() -> (std::net::SocketAddr, Got) {
-    let got: Got = Arc::default();
-    let g = Arc::clone(&got);
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: String| {
-            let g = Arc::clone(&g);
-            async move {
-                if let Ok(v) = serde_json::from_str::<Value>(&body) {
-                    g.lock().unwrap().push(v);
-                }
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    (serve_on_thread(app), got)
-}
+type Got = Hooked;
 
 fn count(got: &Got, kind: &str) -> usize {
-    got.lock()
-        .unwrap()
-        .iter()
-        .filter(|v| v["type"] == kind)
-        .count()
+    envelopes(got).iter().filter(|v| v["type"] == kind).count()
 }
 
 /// Ids in `status --json`, with their origin.
@@ -161,7 +139,7 @@ const REFRESH_MS: u64 = 1_000;
 fn a_list_joins_and_leaves_a_running_daemon_and_survives_its_source() {
     let t0 = std::time::Instant::now();
     let (addr, platform) = platform();
-    let (hook, got) = receiver();
+    let (hook, got) = hook_receiver();
     platform.set(Answer::Ids(ids(0..50)));
     let text = format!(
         r#"
@@ -236,12 +214,9 @@ url = "http://{hook}/hook"
         &got,
         "connection.discovered"
     ) == 49));
-    let ev = got
-        .lock()
-        .unwrap()
-        .iter()
+    let ev = envelopes(&got)
+        .into_iter()
         .find(|v| v["type"] == "connection.discovered")
-        .cloned()
         .unwrap();
     assert_eq!(ev["instance"], "host-a");
     assert_eq!(ev["data"]["source"], "platform");
@@ -296,12 +271,9 @@ url = "http://{hook}/hook"
         &got,
         "system.error"
     ) == 1));
-    let err = got
-        .lock()
-        .unwrap()
-        .iter()
+    let err = envelopes(&got)
+        .into_iter()
         .find(|v| v["type"] == "system.error")
-        .cloned()
         .unwrap();
     assert_eq!(err["data"]["component"], "discovery");
     assert!(

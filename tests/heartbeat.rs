@@ -37,21 +37,7 @@ fn the_heartbeat_is_pinged_and_its_failures_are_counted_not_paged() {
         }),
     );
     let hb = serve_on_thread(app);
-    let (hook, got) = {
-        let got: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-        let g = Arc::clone(&got);
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |body: String| {
-                let g = Arc::clone(&g);
-                async move {
-                    g.lock().unwrap().push(body);
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            }),
-        );
-        (serve_on_thread(app), got)
-    };
+    let (hook, got) = hook_receiver();
     let (addr, _platform) = platform();
     let admin = free_port();
     let s = Setup::new(&format!(
@@ -109,9 +95,11 @@ url = "http://{hook}/hook"
         !log.contains("check-7f3a9c"),
         "the URL never appears in the log"
     );
-    let events = got.lock().unwrap().clone();
+    let events = envelopes(&got);
     assert!(
-        events.iter().all(|e| !e.contains("system.error")),
+        events
+            .iter()
+            .all(|e| !e.to_string().contains("system.error")),
         "a failing heartbeat pages no one: {events:?}"
     );
     println!(

@@ -77,28 +77,6 @@ fn platform() -> (std::net::SocketAddr, Platform) {
     (serve_on_thread(app), p)
 }
 
-/// Envelopes with the time they arrived.
-type Got = Arc<Mutex<Vec<(i64, Value)>>>;
-
-/// A webhook receiver: each envelope with the time it arrived.
-fn receiver() -> (std::net::SocketAddr, Got) {
-    let got: Got = Arc::default();
-    let g = Arc::clone(&got);
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: String| {
-            let g = Arc::clone(&g);
-            async move {
-                if let Ok(v) = serde_json::from_str::<Value>(&body) {
-                    g.lock().unwrap().push((now(), v));
-                }
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    (serve_on_thread(app), got)
-}
-
 const SCOPES: [&str; 3] = ["orders", "items", "invoices"];
 const FAILURE_THRESHOLD: i64 = 2;
 const SCOPE_INTERVAL_MS: i64 = 1_000;
@@ -112,7 +90,7 @@ fn ts(v: &Value) -> i64 {
 #[test]
 fn scopes_degrade_then_deny_recover_and_stop_while_the_circuit_is_open() {
     let (addr, platform) = platform();
-    let (hook, got) = receiver();
+    let (hook, got) = hook_receiver();
     let admin = free_port();
     let mut text = format!(
         r#"

@@ -18,7 +18,6 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const HOUR: i64 = 3_600_000;
@@ -38,20 +37,7 @@ fn a_database_of_the_previous_schema_opens_migrates_and_delivers_what_was_pendin
     let (addr, platform) = platform();
     platform.set("cmms-cycling", "down");
     platform.set("eam-expiring", "401");
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let g = Arc::clone(&got);
-    let hook = serve_on_thread(axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: String| {
-            let g = Arc::clone(&g);
-            async move {
-                if let Ok(v) = serde_json::from_str::<Value>(&body) {
-                    g.lock().unwrap().push(v);
-                }
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    ));
+    let (hook, got) = hook_receiver();
     let s = Setup::new(&format!(
         r#"
 [daemon]
@@ -120,9 +106,8 @@ url = "http://{hook}/hook"
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    let delivered = |got: &Arc<Mutex<Vec<Value>>>| -> Vec<String> {
-        got.lock()
-            .unwrap()
+    let delivered = |got: &Hooked| -> Vec<String> {
+        envelopes(got)
             .iter()
             .filter_map(|v| v["id"].as_str().map(str::to_string))
             .filter(|id| pending.contains(id))
@@ -141,7 +126,7 @@ url = "http://{hook}/hook"
     let d = delivered(&got);
     for conn in ["cmms-cycling", "eam-expiring"] {
         let by_conn = |ids: &[String]| -> Vec<String> {
-            let all = got.lock().unwrap().clone();
+            let all = envelopes(&got);
             ids.iter()
                 .filter(|id| {
                     all.iter()

@@ -473,3 +473,31 @@ pub fn chromium_dump(url: &str) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// What a [`hook_receiver`] got: each envelope with when it arrived (Unix ms).
+pub type Hooked = std::sync::Arc<std::sync::Mutex<Vec<(i64, serde_json::Value)>>>;
+
+/// A webhook receiver on loopback: `POST /hook` keeps each JSON body with
+/// its arrival time and answers 204.
+pub fn hook_receiver() -> (SocketAddr, Hooked) {
+    let got: Hooked = Default::default();
+    let g = std::sync::Arc::clone(&got);
+    let app = Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let g = std::sync::Arc::clone(&g);
+            async move {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                    g.lock().unwrap().push((connwatch::model::now_ms(), v));
+                }
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    (serve_on_thread(app), got)
+}
+
+/// The envelopes `got` so far, in arrival order.
+pub fn envelopes(got: &Hooked) -> Vec<serde_json::Value> {
+    got.lock().unwrap().iter().map(|(_, v)| v.clone()).collect()
+}
