@@ -186,13 +186,14 @@ pub fn plan(c: &Config) -> String {
                 s.id.clone(),
                 s.kind.into(),
                 class,
+                s.concurrency.to_string(),
                 s.imp.target(),
                 s.events.describe(),
             ]
         })
         .collect();
     out.push_str(&super::table(
-        &["ID", "KIND", "POLICY", "TARGET", "EVENTS"],
+        &["ID", "KIND", "POLICY", "IN FLIGHT", "TARGET", "EVENTS"],
         &rows,
     ));
     if !c.maintenance.is_empty() {

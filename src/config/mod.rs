@@ -471,6 +471,8 @@ pub struct Sink {
     /// While a connection stays unhealthy, re-send its last status event
     /// this often (off when `None`).
     pub remind_every: Option<Duration>,
+    /// Requests in flight at once (`concurrency`, else the kind's default).
+    pub concurrency: usize,
     /// The kind's own keys, payload and quirks (`src/sinks/<kind>/`).
     pub imp: Arc<dyn crate::sinks::Sink>,
 }

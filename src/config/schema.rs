@@ -186,6 +186,7 @@ pub const SINK_COMMON: &[Field] = &[
     leaf("max_age"),
     leaf("retry_max"),
     leaf("remind_every"),
+    leaf("concurrency"),
 ];
 
 pub const MAINTENANCE: &[Field] = &[leaf("connections"), leaf("schedule"), leaf("duration")];

@@ -1,6 +1,6 @@
 //! One `[[sink]]` table as its kind reads it. The loader reads the keys
 //! every sink has (`id`, `kind`, `events`, `timeout`, `max_age`,
-//! `retry_max`, `remind_every`); the kind's `build` (in
+//! `retry_max`, `remind_every`, `concurrency`); the kind's `build` (in
 //! `src/sinks/<kind>/`) reads its own through these getters, which expand
 //! `${VAR}`, check the value and report errors at the key. A key that is
 //! present but that neither read is refused: "`url` does not apply to a log
@@ -148,6 +148,20 @@ impl<'s, 'c> Section<'s, 'c> {
         let raw = self.raw_str(key)?;
         let at = self.at(key);
         self.cx.duration_in(raw, &at, min, max)
+    }
+
+    /// An integer within `[min, max]`.
+    pub fn integer(&mut self, key: &'static str, min: i64, max: i64) -> Option<i64> {
+        match self.get(key)? {
+            Value::Integer(i) => {
+                let at = self.at(key);
+                self.cx.int_in(*i, &at, min, max)
+            }
+            other => {
+                self.wrong_type(key, "an integer", other);
+                None
+            }
+        }
     }
 
     /// A file path, relative ones resolved against the configuration's folder.

@@ -113,7 +113,7 @@ impl Ctx<'_> {
         Some(d)
     }
 
-    fn int_in(&mut self, v: i64, path: &str, min: i64, max: i64) -> Option<i64> {
+    pub(super) fn int_in(&mut self, v: i64, path: &str, min: i64, max: i64) -> Option<i64> {
         if v < min || v > max {
             self.err(path, format!("{v} is out of range ({min} to {max})"));
             None
@@ -1986,7 +1986,19 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[toml::Table]) -> Vec<Sink> {
             .duration("retry_max", Duration::from_secs(1), week)
             .unwrap_or(DEFAULT_RETRY_MAX);
         let remind_every = s.duration("remind_every", Duration::from_secs(1), week);
+        let concurrency = s.integer("concurrency", 1, crate::sinks::MAX_CONCURRENCY as i64);
         let imp = (kind.build)(&mut s);
+        if let (Some(_), Some(imp)) = (concurrency, &imp) {
+            if let Some(why) = imp.concurrency_fixed() {
+                s.fail(
+                    "concurrency",
+                    format!(
+                        "`concurrency` does not apply to a {} sink: {why}",
+                        kind.name
+                    ),
+                );
+            }
+        }
         s.refuse_unread();
         if let (true, Some(imp)) = (s.ok(), imp) {
             out.push(Sink {
@@ -1997,6 +2009,9 @@ fn sinks(cx: &mut Ctx<'_>, raw: &[toml::Table]) -> Vec<Sink> {
                 max_age,
                 retry_max,
                 remind_every,
+                concurrency: concurrency
+                    .map(|c| c as usize)
+                    .unwrap_or_else(|| imp.concurrency()),
                 imp: imp.into(),
             });
         }

@@ -4,7 +4,7 @@
 //!
 //! Each sink is a *lane*: its own queue in the outbox, read from indexes
 //! (never by scanning the outbox), its own limit of requests in flight
-//! (the kind's `concurrency`, 4 unless it says otherwise), its own pace.
+//! (the sink's `concurrency`, else its kind's default), its own pace.
 //! The dispatcher's loop only decides and starts; every request (a
 //! delivery, a re-send of open incidents, a reminder) runs as a task of its
 //! own and takes one of its lane's slots. So a sink that hangs fills its
@@ -103,7 +103,7 @@ struct Lane {
 
 impl Lane {
     fn free(&self) -> usize {
-        self.sink.imp.concurrency().saturating_sub(self.busy)
+        self.sink.concurrency.saturating_sub(self.busy)
     }
 }
 

@@ -99,6 +99,10 @@ impl Sink for Hook {
         1
     }
 
+    fn concurrency_fixed(&self) -> Option<&'static str> {
+        Some("it sends one message at a time, so messages arrive in order and paced")
+    }
+
     fn pace(&self) -> Option<Duration> {
         Some(self.pace)
     }

@@ -43,8 +43,14 @@ pub const KINDS: &[Kind] = &[
     log::KIND,
 ];
 
-/// Attempts in flight per sink, unless the kind says otherwise.
+/// Requests in flight per sink, unless the kind or the sink's
+/// `concurrency` says otherwise. Paging receivers (PagerDuty's Events API
+/// rate-limits per routing key; Alertmanager takes a batch per request)
+/// and commands (a process each) need no more.
 pub const CONCURRENCY: usize = 4;
+
+/// The most a sink's `concurrency` may ask for.
+pub const MAX_CONCURRENCY: usize = 512;
 
 /// One sink kind: its name, its keys and how it reads them.
 pub struct Kind {
@@ -168,9 +174,15 @@ pub trait Sink: Send + Sync + std::fmt::Debug + std::any::Any {
         1
     }
 
-    /// Requests in flight at once.
+    /// Requests in flight at once, unless the sink's `concurrency` says.
     fn concurrency(&self) -> usize {
         CONCURRENCY
+    }
+
+    /// Why this kind's concurrency cannot be changed (chat and email send
+    /// one message at a time, so messages arrive in order).
+    fn concurrency_fixed(&self) -> Option<&'static str> {
+        None
     }
 
     /// The least time between two requests.

@@ -306,6 +306,10 @@ impl Sink for Email {
     fn concurrency(&self) -> usize {
         1
     }
+
+    fn concurrency_fixed(&self) -> Option<&'static str> {
+        Some("it sends one message at a time, so a trigger's message goes before its resolve's")
+    }
 }
 
 impl Email {
