@@ -410,9 +410,16 @@ impl Engine {
     /// probes in flight (up to `shutdown_timeout`) and records them.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> EngineStats {
         let mut due = Vec::new();
-        // Write every connection's state once (status shows holds at once).
+        // Write every connection's state once (status shows holds at once),
+        // except a new connection's: it has nothing to show yet, and
+        // 100,000 of them would delay READY by a second.
         let now = self.clock.now();
+        let fresh = crate::monitor::MonitorState::default();
         for slot in 0..self.conns.len() {
+            let w = &self.conns[slot];
+            if w.state == fresh && w.carry.is_none() && !self.parent_failing(slot) {
+                continue;
+            }
             self.hand_over(slot, now, Vec::new()).await;
         }
         let status = self.status_line();

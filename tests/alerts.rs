@@ -199,10 +199,13 @@ kind = "pagerduty"
 routing_key = "test-routing-key"
 url = "http://{rcv}/pd"
 
+# Four in flight (the default is 16), so the storm queues behind the
+# slow receiver and the late outage has something to overtake.
 [[sink]]
 id = "hook"
 kind = "webhook"
 url = "http://{rcv}/hook"
+concurrency = 4
 "#
     );
     for id in ids(0..N) {

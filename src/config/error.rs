@@ -61,6 +61,11 @@ impl<'a> Locator<'a> {
         Locator { file, source }
     }
 
+    /// The file's text.
+    pub fn source(&self) -> &'a str {
+        self.source
+    }
+
     pub fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
         let (line, column) = match span {
             Some(r) => line_col(self.source, r.start),

@@ -526,8 +526,8 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
         let loc = error::Locator::new(path, text);
-        let (raw, spans) = parse_raw(text, &loc)?;
-        validate::validate(raw, path, &spans, &loc, env)
+        let raw = parse_raw(text, &loc)?;
+        validate::validate(raw, path, &loc, env)
     }
 
     /// Loads only `[daemon]` (database, retention…) and no secret (the
@@ -538,15 +538,8 @@ impl Config {
     pub fn load_daemon(path: &Path) -> Result<Daemon, ConfigErrors> {
         let text = read(path)?;
         let loc = error::Locator::new(path, &text);
-        let (raw, spans) = parse_raw(&text, &loc)?;
-        validate::validate_daemon(
-            raw,
-            path,
-            &spans,
-            &loc,
-            &|name| std::env::var(name).ok(),
-            false,
-        )
+        let raw = parse_raw(&text, &loc)?;
+        validate::validate_daemon(raw, path, &loc, &|name| std::env::var(name).ok(), false)
     }
 
     /// Loads `[daemon]` with the admin token (and no other secret): for
@@ -554,15 +547,8 @@ impl Config {
     pub fn load_admin(path: &Path) -> Result<Daemon, ConfigErrors> {
         let text = read(path)?;
         let loc = error::Locator::new(path, &text);
-        let (raw, spans) = parse_raw(&text, &loc)?;
-        validate::validate_daemon(
-            raw,
-            path,
-            &spans,
-            &loc,
-            &|name| std::env::var(name).ok(),
-            true,
-        )
+        let raw = parse_raw(&text, &loc)?;
+        validate::validate_daemon(raw, path, &loc, &|name| std::env::var(name).ok(), true)
     }
 
     /// The ids of the `[[sink]]` tables as written, without reading any of
@@ -571,7 +557,7 @@ impl Config {
     pub fn sink_ids(path: &Path) -> Result<Vec<String>, ConfigErrors> {
         let text = read(path)?;
         let loc = error::Locator::new(path, &text);
-        let (raw, _) = parse_raw(&text, &loc)?;
+        let raw = parse_raw(&text, &loc)?;
         Ok(raw
             .sink
             .iter()
@@ -611,21 +597,18 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
 }
 
 /// The first three steps: TOML syntax, unknown keys (all of them), types.
-fn parse_raw(
-    text: &str,
-    loc: &error::Locator<'_>,
-) -> Result<(raw::RawConfig, schema::Spans), ConfigErrors> {
+fn parse_raw(text: &str, loc: &error::Locator<'_>) -> Result<raw::RawConfig, ConfigErrors> {
     let doc = toml_edit::ImDocument::parse(text.to_string())
         .map_err(|e| ConfigErrors(vec![loc.error(e.span(), toml_message(e.message()))]))?;
-    let (spans, unknown) = schema::walk(&doc, loc);
+    let (_, unknown) = schema::walk(&doc, loc, false);
     if !unknown.is_empty() {
         return Err(ConfigErrors(unknown));
     }
-    // The span tree is no longer needed: free it before the second parse,
-    // so the two trees never coexist (the load's peak memory).
-    drop(doc);
-    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+    // One parse: the document the walk read is what serde reads, consumed
+    // as it goes.
+    let raw: raw::RawConfig = toml_edit::de::from_document(doc).map_err(|e| {
         // The syntax was checked above: this is a value of the wrong type.
+        let spans = spans(loc);
         let key = e.span().and_then(|s| spans.path_at(&s));
         let m = type_message(e.message());
         let m = match key {
@@ -634,7 +617,16 @@ fn parse_raw(
         };
         ConfigErrors(vec![loc.error(e.span(), m)])
     })?;
-    Ok((raw, spans))
+    Ok(raw)
+}
+
+/// Where each key of the file sits (parsed again: only a file with an
+/// error needs it).
+fn spans(loc: &error::Locator<'_>) -> schema::Spans {
+    match toml_edit::ImDocument::parse(loc.source().to_string()) {
+        Ok(doc) => schema::walk(&doc, loc, true).0,
+        Err(_) => schema::Spans::default(),
+    }
 }
 
 /// A TOML syntax error on one line.

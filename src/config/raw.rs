@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 pub struct RawConfig {
     pub daemon: Option<RawDaemon>,
     pub defaults: Option<RawProbe>,
+    /// Boxed: an entry is large and mostly empty, and each is freed as
+    /// soon as it is validated.
     #[serde(default)]
-    pub connection: Vec<RawProbe>,
+    pub connection: Vec<Box<RawProbe>>,
     /// Each kind reads its own keys (`src/sinks/<kind>/`).
     #[serde(default)]
     pub sink: Vec<toml::Table>,

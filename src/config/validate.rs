@@ -3,18 +3,18 @@
 
 use super::error::{ConfigError, ConfigErrors, Locator};
 use super::raw::{ByteSize, RawBreaker, RawConfig, RawExpect, RawProbe};
-use super::schema::{suggest, Spans};
+use super::schema::suggest;
 use super::section::Section;
 use super::*;
 use crate::event::EventFilter;
 use std::collections::{BTreeMap, HashSet};
 
 pub(super) struct Ctx<'a> {
-    spans: &'a Spans,
     loc: &'a Locator<'a>,
     env: &'a dyn Fn(&str) -> Option<String>,
     base_dir: PathBuf,
-    pub(super) errors: Vec<ConfigError>,
+    /// Each problem at its key path; placed in the file by [`Ctx::finish`].
+    pub(super) errors: Vec<(String, String)>,
     /// Distinct `expect` tables seen so far: equal ones share one copy
     /// (10,000 connections with the default cost one, not 10,000).
     expects: Vec<Arc<Expect>>,
@@ -60,11 +60,27 @@ impl Ctx<'_> {
     }
 
     pub(super) fn err(&mut self, path: &str, msg: impl Into<String>) {
-        let e = self.loc.error(
-            self.spans.of(path),
-            format!("{}: {}", self.spans.display(path), msg.into()),
-        );
-        self.errors.push(e);
+        self.errors.push((path.to_string(), msg.into()));
+    }
+
+    /// The problems, each at its position and naming its entry by id
+    /// (the spans are worked out only now, and only if there is one).
+    fn finish(self) -> Result<(), ConfigErrors> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        let spans = super::spans(self.loc);
+        let mut errors: Vec<ConfigError> = self
+            .errors
+            .into_iter()
+            .map(|(path, msg)| {
+                self.loc
+                    .error(spans.of(&path), format!("{}: {msg}", spans.display(&path)))
+            })
+            .collect();
+        errors.sort_by_key(|e| (e.line, e.column));
+        errors.dedup();
+        Err(ConfigErrors(errors))
     }
 
     /// `${VAR}`-expanded string.
@@ -398,9 +414,8 @@ fn pick<'a, T>(
 }
 
 pub(super) fn validate(
-    raw: RawConfig,
+    mut raw: RawConfig,
     path: &Path,
-    spans: &Spans,
     loc: &Locator<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
@@ -410,7 +425,6 @@ pub(super) fn validate(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let mut cx = Ctx {
-        spans,
         loc,
         env,
         base_dir,
@@ -442,25 +456,38 @@ pub(super) fn validate(
              [[connection.scope]] under its [[connection]]",
         );
     }
+    // Each entry is validated and dropped in turn, so the file's entries
+    // and the validated connections never all coexist (the load's peak
+    // memory at 100,000 connections).
     let mut connections = Vec::with_capacity(raw.connection.len());
     let mut seen = HashSet::new();
-    for (i, c) in raw.connection.iter().enumerate() {
+    // Ids of entries that failed (a reference to one is not a second
+    // error), and where each dependency was written.
+    let mut failed_ids: Vec<String> = Vec::new();
+    let mut depends: Vec<(usize, usize, bool)> = Vec::new();
+    for (i, c) in std::mem::take(&mut raw.connection).into_iter().enumerate() {
         let cp = format!("connection[{i}]");
-        if let Some(conn) = connection(&mut cx, c, &defaults, &cp, &sink_ids) {
-            if !seen.insert(conn.id.clone()) {
-                cx.err(
-                    &format!("{cp}.id"),
-                    format!("duplicate connection id {:?}", conn.id),
-                );
-                continue;
+        match connection(&mut cx, &c, &defaults, &cp, &sink_ids) {
+            Some(conn) => {
+                if !seen.insert(conn.id.clone()) {
+                    cx.err(
+                        &format!("{cp}.id"),
+                        format!("duplicate connection id {:?}", conn.id),
+                    );
+                    continue;
+                }
+                if conn.depends_on.is_some() {
+                    depends.push((connections.len(), i, c.depends_on.is_some()));
+                }
+                connections.push(std::sync::Arc::new(conn));
             }
-            connections.push(std::sync::Arc::new(conn));
+            None => failed_ids.extend(c.id.clone()),
         }
     }
     let conn_ids: HashSet<&str> = connections
         .iter()
         .map(|c| c.id.as_str())
-        .chain(raw.connection.iter().filter_map(|c| c.id.as_deref()))
+        .chain(failed_ids.iter().map(String::as_str))
         .collect();
     let no_connection = |id: &str| match suggest(id, conn_ids.iter().copied()) {
         Some(near) => format!("no connection with id {id:?}; did you mean {near:?}?"),
@@ -471,26 +498,23 @@ pub(super) fn validate(
         .iter()
         .filter_map(|k| Some((k.id.as_str(), k.depends_on.as_deref()?)))
         .collect();
-    for (i, c) in raw.connection.iter().enumerate() {
-        let Some(parent) =
-            c.id.as_deref()
-                .and_then(|id| parent_of.get(id))
-                .map(|p| p.to_string())
-        else {
+    for &(k, i, local) in &depends {
+        let c = &connections[k];
+        let Some(parent) = c.depends_on.clone() else {
             continue;
         };
-        let at = if c.depends_on.is_some() {
+        let at = if local {
             format!("connection[{i}].depends_on")
         } else {
             "defaults.depends_on".into()
         };
         if !conn_ids.contains(parent.as_str()) {
             cx.err(&at, no_connection(&parent));
-        } else if c.id.as_deref() == Some(parent.as_str()) {
+        } else if c.id == parent {
             cx.err(&at, "a connection cannot depend on itself");
         } else {
             // Follow the chain: a cycle would pause its members forever.
-            let mut seen = vec![c.id.clone().unwrap_or_default()];
+            let mut seen = vec![c.id.clone()];
             let mut cur = Some(parent);
             while let Some(p) = cur {
                 if seen.contains(&p) {
@@ -589,22 +613,16 @@ pub(super) fn validate(
         }
     });
 
-    if cx.errors.is_empty() {
-        Ok(Config {
-            path: path.to_path_buf(),
-            daemon,
-            connections,
-            sinks,
-            maintenance,
-            sandbox,
-            discovery,
-        })
-    } else {
-        let mut errors = cx.errors;
-        errors.sort_by_key(|e| (e.line, e.column));
-        errors.dedup();
-        Err(ConfigErrors(errors))
-    }
+    cx.finish()?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        daemon,
+        connections,
+        sinks,
+        maintenance,
+        sandbox,
+        discovery,
+    })
 }
 
 /// Every `[[discovery]]` source, its template checked as a connection
@@ -896,13 +914,11 @@ fn discoveries(
 pub(super) fn validate_daemon(
     raw: RawConfig,
     path: &Path,
-    spans: &Spans,
     loc: &Locator<'_>,
     env: &dyn Fn(&str) -> Option<String>,
     token: bool,
 ) -> Result<Daemon, ConfigErrors> {
     let mut cx = Ctx {
-        spans,
         loc,
         env,
         base_dir: base_dir(path),
@@ -911,11 +927,8 @@ pub(super) fn validate_daemon(
         pem_ok: HashSet::new(),
     };
     let d = daemon(&mut cx, raw.daemon.unwrap_or_default(), token);
-    if cx.errors.is_empty() {
-        Ok(d)
-    } else {
-        Err(ConfigErrors(cx.errors))
-    }
+    cx.finish()?;
+    Ok(d)
 }
 
 /// The host name (the default `[daemon] instance`), cut to a valid id.
