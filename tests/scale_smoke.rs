@@ -7,6 +7,8 @@
 mod cpu;
 #[path = "../benches/scale/harness.rs"]
 mod harness;
+#[path = "../benches/scale/monit.rs"]
+mod monit;
 #[path = "../benches/scale/storage.rs"]
 mod storage;
 

@@ -43,6 +43,13 @@ pub struct Opts {
     /// Add a webhook sink that answers after this long (every event goes
     /// to it; the outbox backs up on disk).
     pub sink_delay: Option<Duration>,
+    /// After the daemon's window (and the floor): run Debian's `monit`
+    /// against the same target, N hosts at the same interval, for the same
+    /// window (benches/scale/monit.rs).
+    pub monit: bool,
+    /// Worker threads of the target's runtime (1: one current-thread
+    /// runtime; more: a multi-thread runtime, all threads "bench-target").
+    pub target_threads: usize,
 }
 
 impl Opts {
@@ -60,6 +67,8 @@ impl Opts {
             floor: true,
             bin,
             sink_delay: None,
+            monit: false,
+            target_threads: 1,
         }
     }
 }
@@ -75,6 +84,8 @@ struct Target {
     sink_delay: Duration,
     /// Webhook deliveries answered.
     hooks: AtomicU64,
+    /// Monit's requests (`/m/{i}`).
+    monit_checks: AtomicU64,
 }
 
 /// The slow sink: answers 200 after `sink_delay`.
@@ -101,6 +112,12 @@ async fn status(State(t): State<Arc<Target>>, Path(i): Path<usize>) -> (StatusCo
     }
 }
 
+/// Monit's endpoint: answers like a healthy one, counted on its own.
+async fn monit_status(State(t): State<Arc<Target>>) -> &'static str {
+    t.monit_checks.fetch_add(1, Ordering::Relaxed);
+    r#"{"status":"online"}"#
+}
+
 /// The floor's endpoint: answers like a healthy one, records nothing.
 async fn floor_status(State(t): State<Arc<Target>>) -> &'static str {
     t.requests.fetch_add(1, Ordering::Relaxed);
@@ -117,12 +134,49 @@ fn start_target(o: &Opts) -> (SocketAddr, Arc<Target>) {
         requests: AtomicU64::new(0),
         sink_delay: o.sink_delay.unwrap_or_default(),
         hooks: AtomicU64::new(0),
+        monit_checks: AtomicU64::new(0),
     });
     let app = Router::new()
         .route("/c/{i}", get(status))
         .route("/floor/{i}", get(floor_status))
+        .route("/m/{i}", get(monit_status))
         .route("/hook", axum::routing::post(hook))
         .with_state(Arc::clone(&t));
+    if o.target_threads <= 1 {
+        return (serve(app), t);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let workers = o.target_threads;
+    std::thread::Builder::new()
+        .name("bench-target".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("bench-target")
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+        })
+        .unwrap();
+    (rx.recv_timeout(Duration::from_secs(10)).unwrap(), t)
+}
+
+/// The target's CPU seconds: this process's threads named "bench-target".
+fn target_cpu() -> f64 {
+    thread_cpu_by_name(std::process::id())
+        .get("bench-target")
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Serves `app` on 127.0.0.1 (a free port) from a current-thread runtime on
+/// a thread of its own; returns the address.
+pub(crate) fn serve(app: Router) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("bench-target".into())
@@ -138,7 +192,7 @@ fn start_target(o: &Opts) -> (SocketAddr, Arc<Target>) {
             });
         })
         .unwrap();
-    (rx.recv_timeout(Duration::from_secs(10)).unwrap(), t)
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
 }
 
 /// The command name and CPU seconds (user + system) in a `stat` file of
@@ -155,7 +209,7 @@ fn stat_cpu(path: &std::path::Path) -> Option<(String, f64)> {
 }
 
 /// CPU seconds (user + system) of a process.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     stat_cpu(std::path::Path::new(&format!("/proc/{pid}/stat")))
         .map(|(_, cpu)| cpu)
         .unwrap_or(0.0)
@@ -175,7 +229,7 @@ fn thread_cpu_by_name(pid: u32) -> std::collections::BTreeMap<String, f64> {
     out
 }
 
-fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+pub(crate) fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
     s.lines()
         .find_map(|l| l.strip_prefix(key))
@@ -305,6 +359,14 @@ pub struct Report {
     /// With a slow sink: deliveries answered, events stored, and the
     /// outbox's pending deliveries at the end of the window.
     pub sink: Option<(u64, u64, u64)>,
+    /// The target's CPU (threads "bench-target") in the daemon's window,
+    /// % of a core.
+    pub target_cpu_pct: f64,
+    /// With `--monit`: Monit's CPU µs per check and checks made per second
+    /// in its window, and the rest of what was measured.
+    pub monit_us: Option<f64>,
+    pub monit_checks_per_s: Option<f64>,
+    pub monit: Option<crate::monit::Side>,
 }
 
 /// The database's logical size: pages in use × page size, read through
@@ -320,29 +382,115 @@ pub fn db_size(dir: &std::path::Path) -> u64 {
     ((q("PRAGMA page_count") - q("PRAGMA freelist_count")) * q("PRAGMA page_size")).max(0) as u64
 }
 
-fn kill(child: &mut Child, sig: &str) {
+pub(crate) fn kill(child: &mut Child, sig: &str) {
     let _ = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status();
+}
+
+/// A free loopback port (for the admin API).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The benchmark's `[daemon]` and `[defaults]` tables: database `bench.db`
+/// next to the configuration, the admin API on `admin`, warnings only.
+pub(crate) fn daemon_config(admin: u16, tick: Duration, interval: Duration) -> String {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    format!(
+        "[daemon]\ndatabase = \"bench.db\"\nlisten = \"127.0.0.1:{admin}\"\nlog_level = \"warn\"\n\
+         scheduler_tick = \"{}\"\nmax_concurrent_probes = 1024\n\
+         [defaults]\ninterval = \"{}\"\ntimeout = \"2s\"\n",
+        ms(tick),
+        ms(interval)
+    )
+}
+
+/// A running `connwatch run`, its notify socket read all along.
+pub(crate) struct Daemon {
+    pub child: Child,
+    pub notes: std::sync::mpsc::Receiver<String>,
+    reading: Arc<std::sync::atomic::AtomicBool>,
+    /// From spawn to READY=1 (NaN if not seen within 60 s).
+    pub ready_ms: f64,
+}
+
+impl Daemon {
+    /// Starts `bin run --config cfg_path` (stderr to `daemon.log` in `dir`)
+    /// and waits for READY=1 (at most 60 s).
+    pub(crate) fn start(
+        bin: &std::path::Path,
+        dir: &std::path::Path,
+        cfg_path: &std::path::Path,
+    ) -> Daemon {
+        let sock_path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        let spawned = Instant::now();
+        let child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(cfg_path)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // Read the notify socket all along, as systemd does: its queue is 10
+        // datagrams, and the daemon drops what does not fit.
+        let (ntx, notes) = std::sync::mpsc::channel::<String>();
+        let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let still = Arc::clone(&reading);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while still.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let _ = ntx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+        });
+        let mut ready_ms = f64::NAN;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(m) = notes.recv_timeout(Duration::from_millis(100)) {
+                if m.lines().any(|l| l == "READY=1") {
+                    ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+                    break;
+                }
+            }
+        }
+        Daemon {
+            child,
+            notes,
+            reading,
+            ready_ms,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, wait for the exit, stop reading the notify socket.
+    pub(crate) fn stop(mut self) {
+        kill(&mut self.child, "-TERM");
+        let _ = self.child.wait();
+        self.reading.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Runs one point.
 pub fn run(o: &Opts) -> Report {
     let (addr, target) = start_target(o);
     let dir = tempfile::tempdir().unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ms = |d: Duration| format!("{}ms", d.as_millis());
-    let mut cfg = format!(
-        "[daemon]\ndatabase = \"bench.db\"\nlisten = \"127.0.0.1:{admin}\"\nlog_level = \"warn\"\n\
-         scheduler_tick = \"{}\"\nmax_concurrent_probes = 1024\n\
-         [defaults]\ninterval = \"{}\"\ntimeout = \"2s\"\n",
-        ms(o.tick),
-        ms(o.interval)
-    );
+    let admin = free_port();
+    let mut cfg = daemon_config(admin, o.tick, o.interval);
     for i in 0..o.n {
         cfg.push_str(&format!(
             "[[connection]]\nid = \"c{i}\"\nurl = \"http://{addr}/c/{i}\"\n"
@@ -355,50 +503,14 @@ pub fn run(o: &Opts) -> Report {
     }
     let cfg_path = dir.path().join("bench.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let spawned = Instant::now();
-    let mut child = Command::new(&o.bin)
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    // Read the notify socket all along, as systemd does: its queue is 10
-    // datagrams, and the daemon drops what does not fit.
-    let (ntx, notes) = std::sync::mpsc::channel::<String>();
-    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let still = Arc::clone(&reading);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while still.load(Ordering::Relaxed) {
-            if let Ok(n) = sock.recv(&mut buf) {
-                let _ = ntx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-    });
-    let mut ready_ms = f64::NAN;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(m) = notes.recv_timeout(Duration::from_millis(100)) {
-            if m.lines().any(|l| l == "READY=1") {
-                ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
-                break;
-            }
-        }
-    }
+    let mut daemon = Daemon::start(&o.bin, dir.path(), &cfg_path);
+    let (pid, ready_ms) = (daemon.pid(), daemon.ready_ms);
     std::thread::sleep(o.warmup);
 
     let t0 = target.start.elapsed().as_micros() as u64;
     let m0 = http_get(admin, "/metrics").unwrap_or_default();
     let cpu0 = cpu_seconds(pid);
+    let tc0 = target_cpu();
     let th0 = thread_cpu_by_name(pid);
     let w0 = proc_field(pid, "io", "write_bytes:");
     let db0 = db_size(dir.path());
@@ -406,11 +518,11 @@ pub fn run(o: &Opts) -> Report {
     if o.reload {
         std::thread::sleep(o.window / 2);
         let hup = Instant::now();
-        kill(&mut child, "-HUP");
+        kill(&mut daemon.child, "-HUP");
         let until = hup + Duration::from_secs(30);
         let mut reloading = false;
         while Instant::now() < until {
-            if let Ok(m) = notes.recv_timeout(Duration::from_millis(100)) {
+            if let Ok(m) = daemon.notes.recv_timeout(Duration::from_millis(100)) {
                 reloading |= m.contains("RELOADING=1");
                 if reloading && m.lines().any(|l| l == "READY=1") {
                     reload_ms = Some(hup.elapsed().as_secs_f64() * 1000.0);
@@ -423,15 +535,14 @@ pub fn run(o: &Opts) -> Report {
         std::thread::sleep(o.window);
     }
     let cpu1 = cpu_seconds(pid);
+    let tc1 = target_cpu();
     let th1 = thread_cpu_by_name(pid);
     let w1 = proc_field(pid, "io", "write_bytes:");
     let db1 = db_size(dir.path());
     let m1 = http_get(admin, "/metrics").unwrap_or_default();
     let t1 = target.start.elapsed().as_micros() as u64;
     let vm_hwm_kib = proc_field(pid, "status", "VmHWM:");
-    kill(&mut child, "-TERM");
-    let _ = child.wait();
-    reading.store(false, Ordering::Relaxed);
+    daemon.stop();
 
     // Arrivals inside the window.
     let window_s = (t1 - t0) as f64 / 1e6;
@@ -509,6 +620,10 @@ pub fn run(o: &Opts) -> Report {
             .collect(),
         floor_even_us: None,
         floor_batched_us: None,
+        target_cpu_pct: 100.0 * (tc1 - tc0) / window_s,
+        monit_us: None,
+        monit_checks_per_s: None,
+        monit: None,
         sink: o.sink_delay.map(|_| {
             let count = |sql: &str| -> u64 {
                 rusqlite::Connection::open_with_flags(
@@ -529,6 +644,19 @@ pub fn run(o: &Opts) -> Report {
         let rate = o.n as f64 / o.interval.as_secs_f64();
         r.floor_even_us = Some(floor(addr, o.n, rate, o.window, None));
         r.floor_batched_us = Some(floor(addr, o.n, rate, o.window, Some(o.tick)));
+    }
+    if o.monit {
+        r.monit = crate::monit::run(
+            dir.path(),
+            addr.port(),
+            o.n,
+            o.interval,
+            o.window,
+            &target.monit_checks,
+            &target_cpu,
+        );
+        r.monit_us = r.monit.as_ref().map(|m| m.us_per_check);
+        r.monit_checks_per_s = r.monit.as_ref().map(|m| m.checks_per_s);
     }
     r
 }
@@ -627,6 +755,28 @@ pub fn threads(reports: &[Report]) -> String {
                 r.n
             ));
         }
+        s.push_str(&format!(
+            "N = {}: target CPU in the daemon's window: {:.1} % of a core\n",
+            r.n, r.target_cpu_pct
+        ));
+        if let Some(m) = &r.monit {
+            s.push_str(&format!(
+                "N = {}: Monit (set daemon {}): {} checks in {:.1} s = {:.0} checks/s of {:.0} scheduled (N / cycle, {:.1} %), CPU {:.3} s = {:.1} µs/check, {:.1} % of a core, VmHWM {:.1} MiB, {} error lines in its log; target CPU {:.1} % of a core\n",
+                r.n,
+                m.cycle_s,
+                m.checks,
+                m.window_s,
+                m.checks_per_s,
+                m.scheduled_per_s,
+                100.0 * m.checks_per_s / m.scheduled_per_s.max(1e-9),
+                m.cpu_s,
+                m.us_per_check,
+                m.cpu_pct_core,
+                m.vm_hwm_kib as f64 / 1024.0,
+                m.log_errors,
+                m.target_cpu_pct,
+            ));
+        }
     }
     s
 }
@@ -634,9 +784,9 @@ pub fn threads(reports: &[Report]) -> String {
 /// The table header and one row per report.
 pub fn table(reports: &[Report]) -> String {
     let mut s = String::new();
-    s.push_str("| N | interval | window s | READY ms | probes made / scheduled (healthy) | probes/s | daemon CPU s | CPU µs/probe | % of a core | VmHWM MiB | lateness p50/p99/max ms (bucket bounds) | gap error p50/p99/max ms | peak probes in 1 s (× mean) | DB bytes start → end | bytes/probe (DB growth) | disk written | writer rows/batch | reload ms | floor µs/req even / batched | ratio to floor even / batched |\n");
+    s.push_str("| N | interval | window s | READY ms | probes made / scheduled (healthy) | probes/s | daemon CPU s | CPU µs/probe | % of a core | VmHWM MiB | lateness p50/p99/max ms (bucket bounds) | gap error p50/p99/max ms | peak probes in 1 s (× mean) | DB bytes start → end | bytes/probe (DB growth) | disk written | writer rows/batch | reload ms | floor µs/req even / batched | ratio to floor even / batched | target CPU % of a core | Monit µs/check | ratio to Monit |\n");
     s.push_str(
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         let f = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "—".into());
@@ -645,7 +795,7 @@ pub fn table(reports: &[Report]) -> String {
                 .unwrap_or_else(|| "—".into())
         };
         s.push_str(&format!(
-            "| {} | {}s | {:.1} | {:.0} | {} / {:.0} ({:.2} %) | {:.0} | {:.3} | {:.1} | {:.2} | {:.1} | {:.1} / {:.1} / {:.1} | {:.2} / {:.2} / {:.2} | {} ({:.2}×) | {} → {} | {:.2} | {} | {:.1} | {} | {} / {} | {} / {} |\n",
+            "| {} | {}s | {:.1} | {:.0} | {} / {:.0} ({:.2} %) | {:.0} | {:.3} | {:.1} | {:.2} | {:.1} | {:.1} / {:.1} / {:.1} | {:.2} / {:.2} / {:.2} | {} ({:.2}×) | {} → {} | {:.2} | {} | {:.1} | {} | {} / {} | {} / {} | {:.1} | {} | {} |\n",
             r.n,
             r.interval_s,
             r.window_s,
@@ -676,6 +826,9 @@ pub fn table(reports: &[Report]) -> String {
             f(r.floor_batched_us),
             ratio(r.floor_even_us),
             ratio(r.floor_batched_us),
+            r.target_cpu_pct,
+            f(r.monit_us),
+            ratio(r.monit_us),
         ));
     }
     s

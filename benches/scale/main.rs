@@ -5,7 +5,10 @@
 
 #[path = "../shared/cpu.rs"]
 mod cpu;
+mod drain;
 mod harness;
+mod monit;
+mod soak;
 mod storage;
 
 use clap::Parser;
@@ -52,6 +55,19 @@ struct Args {
     /// Simulated hours.
     #[arg(long, default_value_t = 24)]
     hours: u64,
+    /// After the daemon's window (and the floor): run Debian's `monit`
+    /// against the same target, N hosts at the same interval, for the same
+    /// window, and compare CPU per check.
+    #[arg(long)]
+    monit: bool,
+    /// Worker threads of the loopback target (1: one current-thread
+    /// runtime).
+    #[arg(long, default_value_t = 1)]
+    target_threads: usize,
+    #[command(flatten)]
+    soak: soak::Args,
+    #[command(flatten)]
+    drain: drain::Args,
     /// `cargo bench` passes this; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -89,6 +105,24 @@ fn main() {
         println!("{}", storage::table(&days));
         return;
     }
+    if a.soak.soak {
+        // One long run: the largest N.
+        let n = a.n.iter().copied().max().unwrap_or(10_000);
+        soak::run(&a.soak, n, a.interval, a.tick, &bin);
+        return;
+    }
+    if a.drain.drain {
+        let mut rows = Vec::new();
+        for &n in &a.n {
+            let delay = a.sink_delay.unwrap_or_default();
+            eprintln!("drain: N = {n}, sink delay {delay:?} ...");
+            let d = drain::run(&a.drain, n, delay, a.interval, a.tick, &bin);
+            eprint!("{}", drain::table(std::slice::from_ref(&d)));
+            rows.push(d);
+        }
+        println!("{}", drain::table(&rows));
+        return;
+    }
     let mut reports = Vec::new();
     for &n in &a.n {
         let mut o = harness::Opts::new(n, a.interval, bin.clone());
@@ -100,6 +134,8 @@ fn main() {
         o.reload = a.reload;
         o.floor = !a.no_floor;
         o.sink_delay = a.sink_delay;
+        o.monit = a.monit;
+        o.target_threads = a.target_threads;
         eprintln!(
             "running N = {n}, interval {:?}, warm-up {:?}, window {:?} ...",
             a.interval, a.warmup, a.window
