@@ -23,6 +23,9 @@ pub struct Day {
     pub seconds: f64,
     /// Bytes per table and index at the end (SQLite's dbstat), largest first.
     pub tables: Vec<(String, u64)>,
+    /// Retention 31 days later, step by step as the writer takes it: steps,
+    /// longest step, total time, what it did.
+    pub retention: (u64, Duration, Duration, connwatch::store::retention::Pruned),
 }
 
 impl Day {
@@ -30,6 +33,9 @@ impl Day {
         self.bytes_end.saturating_sub(self.bytes_empty) as f64 / self.probes.max(1) as f64
     }
 }
+
+/// An hour-aligned start (2027-01-15 08:00 UTC), as any day has.
+const T0: i64 = 500_000 * 3_600_000;
 
 pub fn simulate(n: usize, interval: Duration, healthy: f64, hours: u64) -> Day {
     let dir = tempfile::tempdir().unwrap();
@@ -54,7 +60,7 @@ pub fn simulate(n: usize, interval: Duration, healthy: f64, hours: u64) -> Day {
         let (w, join) = Writer::start(&path, Duration::from_secs(3600)).unwrap();
         let mut rng = fastrand::Rng::with_seed(7);
         // An hour-aligned start (2027-01-15 08:00 UTC), as any day has.
-        let t0: i64 = 500_000 * 3_600_000;
+        let t0: i64 = T0;
         let step = interval.as_millis() as i64;
         let flush_every = 30_000 / step.max(1);
         let rounds = hours as i64 * 3_600_000 / step;
@@ -118,6 +124,17 @@ pub fn simulate(n: usize, interval: Duration, healthy: f64, hours: u64) -> Day {
             rows
         })
         .unwrap_or_default();
+    let bytes_empty = crate::harness::db_size(empty_dir.path());
+    let bytes_end = crate::harness::db_size(dir.path());
+    // Retention 31 days after the simulated hours: every raw row is past
+    // the default 30 days and the hourly rollups are due to be merged into
+    // daily ones. The same steps the writer takes between its commits.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let now = T0 + hours as i64 * 3_600_000 + 31 * 86_400_000;
+    let mut p = connwatch::store::retention::Pruner::new(Duration::from_secs(30 * 86_400), now);
+    let t = std::time::Instant::now();
+    while !p.step(&db, &path).unwrap() {}
+    let retention = (p.steps, p.longest, t.elapsed(), p.done);
     Day {
         n,
         interval,
@@ -125,11 +142,12 @@ pub fn simulate(n: usize, interval: Duration, healthy: f64, hours: u64) -> Day {
         hours,
         probes,
         failed,
-        bytes_empty: crate::harness::db_size(empty_dir.path()),
-        bytes_end: crate::harness::db_size(dir.path()),
+        bytes_empty,
+        bytes_end,
         file_bytes,
         seconds,
         tables,
+        retention,
     }
 }
 
@@ -163,6 +181,17 @@ pub fn table(days: &[Day]) -> String {
             d.n,
             d.healthy * 100.0,
             parts.join(", ")
+        ));
+        let (steps, longest, total, p) = &d.retention;
+        s.push_str(&format!(
+            "N = {}: retention 31 days later: {steps} steps in {:.2} s, **longest step {:.1} ms** (the writer's longest hold); deleted {} probes, {} runs; merged {} days of rollups; freed {} pages\n",
+            d.n,
+            total.as_secs_f64(),
+            longest.as_secs_f64() * 1000.0,
+            p.probes,
+            p.probe_runs,
+            p.days_merged,
+            p.pages_freed,
         ));
     }
     s

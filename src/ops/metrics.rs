@@ -30,6 +30,8 @@ pub struct Metrics {
     pub events: IntCounter,
     deliveries: IntCounterVec,
     pub writer_batch: Histogram,
+    /// How long each retention step held the writer.
+    pub retention_step: Histogram,
     pub writer_failures: IntCounter,
     /// Database transactions failed in a row now (0 when writes succeed).
     pub writer_failing: IntGauge,
@@ -138,6 +140,17 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let retention_step = reg(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "connwatch_retention_step_seconds",
+                    "How long each retention step (one batch, one merge, one vacuum step) held the database writer.",
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+            )
+            .expect("valid metric"),
+        );
         let writer_failures = counter(
             "connwatch_writer_failures_total",
             "Database transactions that failed and were retried.",
@@ -216,6 +229,7 @@ impl Metrics {
             events,
             deliveries,
             writer_batch,
+            retention_step,
             writer_failures,
             writer_failing,
             reloads,

@@ -1,6 +1,6 @@
 //! Retention: raw probe rows (`probes`, `probe_runs`) older than `retention`
-//! are deleted in batches, each its own short transaction so the writer is
-//! never blocked for long; hourly rollups and transitions are kept a year,
+//! are deleted in batches, each its own short transaction taken by the
+//! writer between its commits ([`Pruner`]), so it is never held for long; hourly rollups and transitions are kept a year,
 //! and hourly rollups older than [`HOURLY_FOR`] are merged into one row per
 //! connection and day.
 //! Delivery attempts are raw detail too (`retention`). Events are kept a
@@ -19,9 +19,8 @@ pub const BATCH: i64 = 5_000;
 pub const ROLLUP_RETENTION: Duration = Duration::from_secs(365 * 86_400);
 /// Rollups stay hourly this long, then become daily.
 pub const HOURLY_FOR: Duration = Duration::from_secs(30 * 86_400);
-/// Days merged per retention run, so that one run holds the writer for a
-/// few seconds at most (a year of hourly rollups is caught up in a week of
-/// hourly runs).
+/// Days merged per retention run (a year of hourly rollups is caught up in
+/// a week of hourly runs).
 pub const DAYS_PER_RUN: usize = 2;
 const DAY_MS: i64 = 86_400_000;
 
@@ -45,147 +44,285 @@ pub fn prune(store: &Store, retention: Duration, now: UnixMs) -> Result<Pruned> 
     prune_db(&store.db, &store.path, retention, now)
 }
 
-/// [`prune`] on a bare connection (the writer's).
+/// [`prune`] on a bare connection, all steps in a row (the CLI's
+/// `connwatch prune`; the daemon's writer takes one [`Pruner::step`] at a
+/// time between its commits).
 pub fn prune_db(
     db: &rusqlite::Connection,
     path: &std::path::Path,
     retention: Duration,
     now: UnixMs,
 ) -> Result<Pruned> {
-    let raw_cut = now - retention.as_millis() as i64;
-    let year_cut = now - ROLLUP_RETENTION.as_millis() as i64;
-    let mut p = Pruned {
-        probes: batched(db, path, "probes", "rowid", "at", raw_cut)?,
-        probe_runs: batched(db, path, "probe_runs", "rowid", "last_at", raw_cut)?,
-        delivery_attempts: batched(db, path, "delivery_attempts", "rowid", "at", raw_cut)?,
-        // Before transitions: an event keeps its transition.
-        events: events(db, path, year_cut)?,
-        transitions: batched(db, path, "transitions", "id", "at", year_cut)?,
-        rollups: batched(db, path, "rollups", "hour", "hour", year_cut)?,
-        days_merged: merge_days(db, path, now - HOURLY_FOR.as_millis() as i64)?,
-        pages_freed: 0,
-    };
-    p.pages_freed = vacuum(db, path)?;
-    Ok(p)
+    let mut p = Pruner::new(retention, now);
+    while !p.step(db, path)? {}
+    Ok(p.done)
+}
+
+/// Connections whose hourly rollups of one day are merged per step.
+pub const MERGE_CONNS: i64 = 1_000;
+
+/// Retention as a sequence of short transactions: each [`Pruner::step`]
+/// deletes one batch ([`BATCH`] rows), merges one day of [`MERGE_CONNS`]
+/// connections' rollups, or vacuums [`VACUUM_STEP`] pages, so the writer
+/// commits the engine's records between two steps and is never held for
+/// long (the longest step is kept in [`Pruner::longest`]).
+#[derive(Debug)]
+pub struct Pruner {
+    raw_cut: UnixMs,
+    year_cut: UnixMs,
+    merge_cut: UnixMs,
+    phase: Phase,
+    /// What was done so far.
+    pub done: Pruned,
+    /// Steps taken and the longest one.
+    pub steps: u64,
+    pub longest: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Probes,
+    Runs,
+    Attempts,
+    Events,
+    Transitions,
+    Rollups,
+    /// The day being merged, the next connection key, the day's last key.
+    Merge(Option<(i64, i64, i64)>),
+    Vacuum {
+        left: u64,
+    },
+    Done,
+}
+
+impl Pruner {
+    pub fn new(retention: Duration, now: UnixMs) -> Pruner {
+        Pruner {
+            raw_cut: now - retention.as_millis() as i64,
+            year_cut: now - ROLLUP_RETENTION.as_millis() as i64,
+            merge_cut: (now - HOURLY_FOR.as_millis() as i64).div_euclid(DAY_MS) * DAY_MS,
+            phase: Phase::Probes,
+            done: Pruned::default(),
+            steps: 0,
+            longest: std::time::Duration::ZERO,
+        }
+    }
+
+    /// One short transaction; true once retention is complete.
+    pub fn step(&mut self, db: &rusqlite::Connection, path: &std::path::Path) -> Result<bool> {
+        let t = std::time::Instant::now();
+        let done = self.step_inner(db, path)?;
+        self.steps += 1;
+        self.longest = self.longest.max(t.elapsed());
+        Ok(done)
+    }
+
+    fn step_inner(&mut self, db: &rusqlite::Connection, path: &std::path::Path) -> Result<bool> {
+        let (raw, year) = (self.raw_cut, self.year_cut);
+        let p = &mut self.done;
+        self.phase = match self.phase {
+            Phase::Probes => next_if(
+                batch(db, path, "probes", "rowid", "at", raw),
+                &mut p.probes,
+                Phase::Probes,
+                Phase::Runs,
+            )?,
+            Phase::Runs => next_if(
+                batch(db, path, "probe_runs", "rowid", "last_at", raw),
+                &mut p.probe_runs,
+                Phase::Runs,
+                Phase::Attempts,
+            )?,
+            Phase::Attempts => next_if(
+                batch(db, path, "delivery_attempts", "rowid", "at", raw),
+                &mut p.delivery_attempts,
+                Phase::Attempts,
+                Phase::Events,
+            )?,
+            // Before transitions: an event keeps its transition.
+            Phase::Events => next_if(
+                events_batch(db, path, year),
+                &mut p.events,
+                Phase::Events,
+                Phase::Transitions,
+            )?,
+            Phase::Transitions => next_if(
+                batch(db, path, "transitions", "id", "at", year),
+                &mut p.transitions,
+                Phase::Transitions,
+                Phase::Rollups,
+            )?,
+            Phase::Rollups => next_if(
+                batch(db, path, "rollups", "hour", "hour", year),
+                &mut p.rollups,
+                Phase::Rollups,
+                Phase::Merge(None),
+            )?,
+            Phase::Merge(None) if p.days_merged >= DAYS_PER_RUN as u64 => vacuum_start(db, path)?,
+            Phase::Merge(None) => match oldest_day(db, path, self.merge_cut)? {
+                None => vacuum_start(db, path)?,
+                Some((day, last)) => Phase::Merge(Some((day, 0, last))),
+            },
+            Phase::Merge(Some((day, from, last))) => {
+                merge_conns(db, path, day, from, from + MERGE_CONNS)?;
+                if from + MERGE_CONNS > last {
+                    p.days_merged += 1;
+                    Phase::Merge(None)
+                } else {
+                    Phase::Merge(Some((day, from + MERGE_CONNS, last)))
+                }
+            }
+            Phase::Vacuum { left } if left > 0 => {
+                let freed = vacuum_step(db, path)?;
+                p.pages_freed += freed;
+                if freed == 0 {
+                    Phase::Done
+                } else {
+                    Phase::Vacuum { left: left - 1 }
+                }
+            }
+            Phase::Vacuum { .. } | Phase::Done => Phase::Done,
+        };
+        Ok(self.phase == Phase::Done)
+    }
+}
+
+/// Counts a batch; moves on when it deleted nothing.
+fn next_if(n: Result<u64>, total: &mut u64, stay: Phase, next: Phase) -> Result<Phase> {
+    let n = n?;
+    *total += n;
+    Ok(if n == 0 { next } else { stay })
 }
 
 /// Deletes events older than `cut` that have no pending delivery and are
 /// not the newest of their type for their connection, with their
 /// deliveries and attempts, `BATCH` events per transaction.
-fn events(db: &rusqlite::Connection, path: &std::path::Path, cut: UnixMs) -> Result<u64> {
+fn events_batch(db: &rusqlite::Connection, path: &std::path::Path, cut: UnixMs) -> Result<u64> {
     const OLD: &str = "SELECT seq FROM events WHERE at < ?1
         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event = events.seq AND d.state = 'pending')
         AND seq NOT IN (SELECT max(seq) FROM events GROUP BY conn, type)
         ORDER BY seq LIMIT ?2";
-    let mut total = 0u64;
-    loop {
-        let tx = db.unchecked_transaction().map_err(|e| sq(path, e))?;
-        tx.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS prune_events (seq INTEGER PRIMARY KEY)",
-            [],
-        )
+    let tx = db.unchecked_transaction().map_err(|e| sq(path, e))?;
+    tx.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS prune_events (seq INTEGER PRIMARY KEY)",
+        [],
+    )
+    .map_err(|e| sq(path, e))?;
+    tx.execute("DELETE FROM prune_events", [])
         .map_err(|e| sq(path, e))?;
-        tx.execute("DELETE FROM prune_events", [])
-            .map_err(|e| sq(path, e))?;
-        let n = tx
-            .execute(&format!("INSERT INTO prune_events {OLD}"), [cut, BATCH])
-            .map_err(|e| sq(path, e))?;
-        for sql in [
-            "DELETE FROM delivery_attempts WHERE event IN (SELECT seq FROM prune_events)",
-            "DELETE FROM deliveries WHERE event IN (SELECT seq FROM prune_events)",
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM prune_events)",
-        ] {
-            tx.execute(sql, []).map_err(|e| sq(path, e))?;
-        }
-        tx.commit().map_err(|e| sq(path, e))?;
-        total += n as u64;
-        if n == 0 {
-            return Ok(total);
-        }
+    let n = tx
+        .execute(&format!("INSERT INTO prune_events {OLD}"), [cut, BATCH])
+        .map_err(|e| sq(path, e))?;
+    for sql in [
+        "DELETE FROM delivery_attempts WHERE event IN (SELECT seq FROM prune_events)",
+        "DELETE FROM deliveries WHERE event IN (SELECT seq FROM prune_events)",
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM prune_events)",
+    ] {
+        tx.execute(sql, []).map_err(|e| sq(path, e))?;
     }
+    tx.commit().map_err(|e| sq(path, e))?;
+    Ok(n as u64)
 }
 
-/// Merges the hourly rollups of whole days before `cut` into one row per
-/// connection and day (at the day's first hour): counts and failures are
-/// summed, p50 and p95 averaged weighted by count, the maximum kept. At most
-/// [`DAYS_PER_RUN`] days, oldest first, one transaction each.
-fn merge_days(db: &rusqlite::Connection, path: &std::path::Path, cut: UnixMs) -> Result<u64> {
-    let cut = cut.div_euclid(DAY_MS) * DAY_MS;
-    let mut merged = 0u64;
-    for _ in 0..DAYS_PER_RUN {
-        // The oldest day that still has a row past its first hour.
-        let day: Option<i64> = db
-            .query_row(
-                "SELECT hour FROM rollups WHERE hour < ?1 AND hour % ?2 != 0 ORDER BY hour LIMIT 1",
-                [cut, DAY_MS],
-                |r| r.get(0),
-            )
-            .map(|h: i64| Some(h.div_euclid(DAY_MS) * DAY_MS))
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
-            .map_err(|e| sq(path, e))?;
-        let Some(day) = day else { break };
-        let tx = db.unchecked_transaction().map_err(|e| sq(path, e))?;
-        for sql in [
-            "CREATE TEMP TABLE IF NOT EXISTS merge_day (conn INTEGER PRIMARY KEY, count INTEGER, failures INTEGER, p50 INTEGER, p95 INTEGER, max INTEGER)",
-            "DELETE FROM merge_day",
-            "INSERT INTO merge_day SELECT conn, sum(count), sum(failures),
-                sum(latency_p50 * count) / max(sum(count), 1), sum(latency_p95 * count) / max(sum(count), 1),
-                max(latency_max)
-             FROM rollups WHERE hour >= ?1 AND hour < ?1 + ?2 GROUP BY conn",
-            "DELETE FROM rollups WHERE hour >= ?1 AND hour < ?1 + ?2",
-            "INSERT INTO rollups (hour, conn, count, failures, latency_p50, latency_p95, latency_max)
-             SELECT ?1, conn, count, failures, p50, p95, max FROM merge_day",
-        ] {
-            let n = sql.matches('?').count();
-            let res = match n {
-                0 => tx.execute(sql, []),
-                1 => tx.execute(sql, [day]),
-                _ => tx.execute(sql, [day, DAY_MS]),
-            };
-            res.map_err(|e| sq(path, e))?;
-        }
-        tx.commit().map_err(|e| sq(path, e))?;
-        merged += 1;
+/// The oldest whole day before `cut` that still has a rollup past its
+/// first hour, and the highest connection key among its rows.
+fn oldest_day(
+    db: &rusqlite::Connection,
+    path: &std::path::Path,
+    cut: UnixMs,
+) -> Result<Option<(i64, i64)>> {
+    let day: Option<i64> = db
+        .query_row(
+            "SELECT hour FROM rollups WHERE hour < ?1 AND hour % ?2 != 0 ORDER BY hour LIMIT 1",
+            [cut, DAY_MS],
+            |r| r.get(0),
+        )
+        .map(|h: i64| Some(h.div_euclid(DAY_MS) * DAY_MS))
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+        .map_err(|e| sq(path, e))?;
+    let Some(day) = day else { return Ok(None) };
+    let last: i64 = db
+        .query_row(
+            "SELECT coalesce(max(conn), 0) FROM rollups WHERE hour >= ?1 AND hour < ?1 + ?2",
+            [day, DAY_MS],
+            |r| r.get(0),
+        )
+        .map_err(|e| sq(path, e))?;
+    Ok(Some((day, last)))
+}
+
+/// Merges the hourly rollups of `day` of connections `from..to` into one
+/// row per connection (at the day's first hour): counts and failures are
+/// summed, p50 and p95 averaged weighted by count, the maximum kept. One
+/// transaction.
+fn merge_conns(
+    db: &rusqlite::Connection,
+    path: &std::path::Path,
+    day: i64,
+    from: i64,
+    to: i64,
+) -> Result<()> {
+    let tx = db.unchecked_transaction().map_err(|e| sq(path, e))?;
+    for sql in [
+        "CREATE TEMP TABLE IF NOT EXISTS merge_day (conn INTEGER PRIMARY KEY, count INTEGER, failures INTEGER, p50 INTEGER, p95 INTEGER, max INTEGER)",
+        "DELETE FROM merge_day",
+        "INSERT INTO merge_day SELECT conn, sum(count), sum(failures),
+            sum(latency_p50 * count) / max(sum(count), 1), sum(latency_p95 * count) / max(sum(count), 1),
+            max(latency_max)
+         FROM rollups WHERE hour >= ?1 AND hour < ?1 + ?2 AND conn >= ?3 AND conn < ?4 GROUP BY conn",
+        "DELETE FROM rollups WHERE hour >= ?1 AND hour < ?1 + ?2 AND conn >= ?3 AND conn < ?4",
+        "INSERT INTO rollups (hour, conn, count, failures, latency_p50, latency_p95, latency_max)
+         SELECT ?1, conn, count, failures, p50, p95, max FROM merge_day",
+    ] {
+        let res = match sql.matches('?').count() {
+            0 => tx.execute(sql, []),
+            1 => tx.execute(sql, [day]),
+            _ => tx.execute(sql, [day, DAY_MS, from, to]),
+        };
+        res.map_err(|e| sq(path, e))?;
     }
-    Ok(merged)
+    tx.commit().map_err(|e| sq(path, e))?;
+    Ok(())
 }
 
 /// Pages freed per incremental-vacuum step (4 MiB at 4 KiB pages).
 const VACUUM_STEP: u64 = 1_000;
 
-/// Gives free pages back to the file system in small steps (databases
-/// created with `auto_vacuum = INCREMENTAL`; a no-op on others), so the file
-/// shrinks after retention instead of only ever growing.
-fn vacuum(db: &rusqlite::Connection, path: &std::path::Path) -> Result<u64> {
-    let free = |db: &rusqlite::Connection| -> Result<u64> {
-        db.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
-            .map(|n| n.max(0) as u64)
-            .map_err(|e| sq(path, e))
-    };
+/// Free pages, given back to the file system in small steps (databases
+/// created with `auto_vacuum = INCREMENTAL`; nothing to do on others), so
+/// the file shrinks after retention instead of only ever growing.
+fn vacuum_start(db: &rusqlite::Connection, path: &std::path::Path) -> Result<Phase> {
     let mode: i64 = db
         .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
         .map_err(|e| sq(path, e))?;
     if mode != 2 {
-        return Ok(0);
+        return Ok(Phase::Done);
     }
-    let before = free(db)?;
-    let mut left = before;
-    // Bounded: at most as many steps as there were free pages to begin with.
-    for _ in 0..before.div_ceil(VACUUM_STEP) {
-        if left == 0 {
-            break;
-        }
-        db.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_STEP})"))
-            .map_err(|e| sq(path, e))?;
-        left = free(db)?;
-    }
-    Ok(before.saturating_sub(left))
+    // Bounded: at most as many steps as there are free pages now.
+    Ok(Phase::Vacuum {
+        left: free_pages(db, path)?.div_ceil(VACUUM_STEP),
+    })
 }
 
-fn batched(
+fn free_pages(db: &rusqlite::Connection, path: &std::path::Path) -> Result<u64> {
+    db.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
+        .map_err(|e| sq(path, e))
+}
+
+/// One incremental-vacuum step; the pages it freed.
+fn vacuum_step(db: &rusqlite::Connection, path: &std::path::Path) -> Result<u64> {
+    let before = free_pages(db, path)?;
+    db.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_STEP})"))
+        .map_err(|e| sq(path, e))?;
+    Ok(before.saturating_sub(free_pages(db, path)?))
+}
+
+/// One batch of at most [`BATCH`] rows of `table` older than `cut`.
+fn batch(
     db: &rusqlite::Connection,
     path: &std::path::Path,
     table: &str,
@@ -203,20 +340,14 @@ fn batched(
         ""
     };
     let sql = if table == "rollups" {
-        "DELETE FROM rollups WHERE hour IN (SELECT DISTINCT hour FROM rollups WHERE hour < ?1 ORDER BY hour LIMIT 1)".to_string()
+        format!("DELETE FROM rollups WHERE (hour, conn) IN (SELECT hour, conn FROM rollups WHERE hour < ?1 ORDER BY hour LIMIT {BATCH})")
     } else {
         format!(
             "DELETE FROM {table} WHERE {order} IN (SELECT {order} FROM {table} WHERE {col} < ?1{keep} ORDER BY {order} LIMIT {BATCH})"
         )
     };
-    let mut total = 0u64;
-    loop {
-        let n = db.execute(&sql, [cut]).map_err(|e| sq(path, e))?;
-        total += n as u64;
-        if n == 0 {
-            return Ok(total);
-        }
-    }
+    let n = db.execute(&sql, [cut]).map_err(|e| sq(path, e))?;
+    Ok(n as u64)
 }
 
 #[cfg(test)]

@@ -387,6 +387,8 @@ struct State {
     rollups: HashMap<(i64, i64), Acc>,
     /// Latest state of connections whose records were not urgent.
     states: HashMap<i64, StateRow>,
+    /// Retention under way, a step per turn of the loop, and who asked.
+    pruning: Option<(super::retention::Pruner, PruneReply)>,
     backlog: Backlog,
     stats: WriterStats,
     /// Consecutive failed writes (for backoff and to log once per streak).
@@ -489,7 +491,8 @@ async fn run(
                 }
             }
         }
-        busy = batch > 0;
+        // A retention run takes a step per turn: keep turning.
+        busy = batch > 0 || st.pruning.is_some();
         let now = tokio::time::Instant::now();
         // The heartbeat `connwatch status` reads to tell a running daemon
         // from a stopped one, and the mark of a clean stop.
@@ -501,7 +504,7 @@ async fn run(
             st.backlog.stopped = Some(crate::model::now_ms());
             stop_marked = true;
         }
-        let forced = !open || !waiters.is_empty() || !prunes.is_empty();
+        let forced = !open || !waiters.is_empty() || (!prunes.is_empty() && st.pruning.is_none());
         if forced || now >= next_flush {
             st.mark_open_runs_due();
             let states: Vec<(i64, StateRow)> = st.states.drain().collect();
@@ -610,6 +613,7 @@ impl State {
             runs: HashMap::new(),
             rollups: HashMap::new(),
             states: HashMap::new(),
+            pruning: None,
             backlog: Backlog::default(),
             stats: WriterStats::default(),
             failing: 0,
@@ -713,12 +717,35 @@ impl State {
         );
     }
 
-    /// Runs queued retention requests (after the backlog was committed).
+    /// Takes one step of retention (after the backlog was committed),
+    /// starting the next request when none runs: the loop commits records
+    /// between two steps, so retention never holds the writer for long.
     fn prune(&mut self, prunes: &mut Vec<(Duration, PruneReply)>) {
-        for (retention, reply) in prunes.drain(..) {
-            let res =
-                super::retention::prune_db(&self.db, &self.path, retention, crate::model::now_ms());
-            let _ = reply.send(res);
+        if self.pruning.is_none() && !prunes.is_empty() {
+            let (retention, reply) = prunes.remove(0);
+            let p = super::retention::Pruner::new(retention, crate::model::now_ms());
+            self.pruning = Some((p, reply));
+        }
+        let Some((p, _)) = &mut self.pruning else {
+            return;
+        };
+        let took = std::time::Instant::now();
+        let res = p.step(&self.db, &self.path);
+        crate::ops::metrics::metrics()
+            .retention_step
+            .observe(took.elapsed().as_secs_f64());
+        let finished = !matches!(res, Ok(false));
+        if finished {
+            let Some((p, reply)) = self.pruning.take() else {
+                return;
+            };
+            tracing::debug!(
+                component = "writer",
+                steps = p.steps,
+                longest_ms = p.longest.as_millis() as u64,
+                "retention steps"
+            );
+            let _ = reply.send(res.map(|_| p.done));
         }
     }
 
