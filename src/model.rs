@@ -257,7 +257,7 @@ impl fmt::Display for ErrorKind {
 }
 
 /// The `error` object of a probe or event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProbeError {
     pub kind: ErrorKind,
     pub message: String,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 /// How far the open wait is jittered either way.
 pub const JITTER: f64 = 0.2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Circuit {
     #[default]
@@ -54,7 +54,7 @@ pub enum CircuitEvent {
     Closed,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Hash, Serialize, Deserialize, Default)]
 pub struct BreakerState {
     pub circuit: Circuit,
     pub consecutive_failures: u32,

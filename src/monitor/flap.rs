@@ -11,7 +11,7 @@ pub const HISTORY: usize = 21;
 pub const DEFAULT_HIGH: f64 = 50.0;
 pub const DEFAULT_LOW: f64 = 25.0;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Hash, Serialize, Deserialize, Default)]
 pub struct FlapState {
     /// Outcome codes, oldest first, at most [`HISTORY`].
     pub history: Vec<u8>,

@@ -38,7 +38,7 @@ pub struct Transition {
 
 /// The state of one connection's health. Serializable so that it survives a
 /// restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HealthMachine {
     pub health: Health,
     /// When the current health was confirmed.

@@ -21,7 +21,7 @@ pub struct HoldSettings {
     pub auth_interval: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct HoldState {
     pub rate_limited_until: Option<UnixMs>,
     /// Rate-limited answers in a row without a usable Retry-After.

@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 pub const CRON_BACKOFF_BASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Everything connwatch remembers about one connection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MonitorState {
     pub health: HealthMachine,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub const NAMED: usize = 5;
 
 /// What connwatch remembers of one scope.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScopeState {
     pub health: HealthMachine,
     /// The error of the probe that last failed, while it fails.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// (a wrong pointer would otherwise fail silently: no sync, never stale).
 pub const MISSING_AFTER: u32 = 3;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct SyncState {
     /// The newest finish time seen.
     pub last_finished_at: Option<UnixMs>,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// Rows deleted per transaction.
-pub const BATCH: i64 = 5_000;
+pub const BATCH: i64 = 2_000;
 /// How long rollups and transitions are kept.
 pub const ROLLUP_RETENTION: Duration = Duration::from_secs(365 * 86_400);
 /// Rollups stay hourly this long, then become daily.
@@ -77,6 +77,8 @@ pub struct Pruner {
     /// Steps taken and the longest one.
     pub steps: u64,
     pub longest: std::time::Duration,
+    /// What the longest step did (`probes`, `merge`, `vacuum`…).
+    pub longest_was: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,15 +107,20 @@ impl Pruner {
             done: Pruned::default(),
             steps: 0,
             longest: std::time::Duration::ZERO,
+            longest_was: "",
         }
     }
 
     /// One short transaction; true once retention is complete.
     pub fn step(&mut self, db: &rusqlite::Connection, path: &std::path::Path) -> Result<bool> {
         let t = std::time::Instant::now();
+        let what = self.phase.name();
         let done = self.step_inner(db, path)?;
         self.steps += 1;
-        self.longest = self.longest.max(t.elapsed());
+        if t.elapsed() > self.longest {
+            self.longest = t.elapsed();
+            self.longest_was = what;
+        }
         Ok(done)
     }
 
@@ -184,6 +191,22 @@ impl Pruner {
             Phase::Vacuum { .. } | Phase::Done => Phase::Done,
         };
         Ok(self.phase == Phase::Done)
+    }
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Probes => "probes",
+            Phase::Runs => "probe_runs",
+            Phase::Attempts => "delivery_attempts",
+            Phase::Events => "events",
+            Phase::Transitions => "transitions",
+            Phase::Rollups => "rollups",
+            Phase::Merge(_) => "merge",
+            Phase::Vacuum { .. } => "vacuum",
+            Phase::Done => "done",
+        }
     }
 }
 
