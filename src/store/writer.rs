@@ -1149,6 +1149,55 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn retention_goes_in_timed_steps_while_records_still_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cw.db");
+        let key = super::super::Store::open(&path)
+            .unwrap()
+            .sync_connections(&[crate::store::ConnMeta::bare("a")])
+            .unwrap()["a"]
+            .key;
+        let old = crate::model::now_ms() - 40 * 86_400_000;
+        let n = 3 * super::super::retention::BATCH + 17;
+        {
+            let mut db = Db::open(&path).unwrap();
+            let tx = db.transaction().unwrap();
+            for i in 0..n {
+                tx.execute(
+                    "INSERT INTO probes (conn, at, outcome, latency_ms) VALUES (?1, ?2, 2, 1)",
+                    [key, old + i],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let (w, join) = Writer::start(&path, Duration::from_secs(3600)).unwrap();
+        let db = Db::open(&path).unwrap();
+        let steps = crate::ops::metrics::metrics()
+            .retention_step
+            .get_sample_count();
+        // A failed probe sent while retention runs is still taken and
+        // written.
+        let (pruned, ()) = tokio::join!(w.prune(Duration::from_secs(30 * 86_400)), async {
+            w.send(rec(key, crate::model::now_ms(), Outcome::Offline))
+                .await;
+        });
+        let pruned = pruned.unwrap().unwrap();
+        assert_eq!(pruned.probes, n as u64);
+        let taken = crate::ops::metrics::metrics()
+            .retention_step
+            .get_sample_count()
+            - steps;
+        // Four batches of probes (the last finds none), one for every other
+        // table, and so on: several steps, each timed.
+        assert!(taken >= 5, "{taken} steps");
+        w.flush().await;
+        assert_eq!(count(&db, "SELECT count(*) FROM probes"), 1);
+        w.close().await;
+        join.join();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn a_flush_of_many_runs_goes_in_bounded_commits_and_answers_when_all_are_in() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cw.db");
