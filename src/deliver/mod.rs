@@ -99,6 +99,13 @@ struct Lane {
     /// Unhealthy connections (sinks with `remind_every`).
     reminders: HashMap<String, Reminder>,
     reminding: bool,
+    /// The last read of this lane's queue found every due head (fewer than
+    /// it asked for): nothing more is due before this time unless new
+    /// deliveries are stored or a delivery of the lane ends (a retry
+    /// does not free its connection's next one). While a receiver is
+    /// down, each failed attempt would otherwise walk the whole backlog
+    /// of not-yet-due heads again.
+    quiet_until: Option<UnixMs>,
 }
 
 impl Lane {
@@ -205,6 +212,7 @@ impl Dispatcher {
                     remind_conns: HashSet::new(),
                     reminders: HashMap::new(),
                     reminding: false,
+                    quiet_until: None,
                 })
                 .collect(),
             policies: sinks.iter().map(Sink::policy).collect(),
@@ -252,7 +260,13 @@ impl Dispatcher {
                 biased;
                 _ = shutdown.changed() => break,
                 Some(done) = self.done_rx.recv() => self.record(done).await,
-                _ = self.wake.notified() => {}
+                // New deliveries were stored (or replayed): every lane reads
+                // its queue again.
+                _ = self.wake.notified() => {
+                    for lane in &mut self.lanes {
+                        lane.quiet_until = None;
+                    }
+                }
                 _ = housekeeping.tick() => {
                     self.housekeeping();
                     look = false;
@@ -285,6 +299,10 @@ impl Dispatcher {
         for (i, lane) in self.lanes.iter().enumerate() {
             let free = lane.free();
             if free == 0 {
+                continue;
+            }
+            if let Some(t) = lane.quiet_until.filter(|t| now < *t) {
+                soonest(t, &mut next);
                 continue;
             }
             if let (Some(pace), Some(last)) = (lane.sink.imp.pace(), lane.last_sent) {
@@ -346,7 +364,11 @@ impl Dispatcher {
         if let Some(t) = retry {
             soonest(t, &mut next);
         }
-        for ((li, _, _, _), heads) in asks.into_iter().zip(heads) {
+        for ((li, _, _, limit), heads) in asks.into_iter().zip(heads) {
+            let lane = &mut self.lanes[li];
+            lane.quiet_until = (heads.len() < limit
+                && !matches!(lane.sink.imp.class(), SinkClass::Chat { .. }))
+            .then(|| retry.unwrap_or(now + IDLE_POLL.as_millis() as i64));
             let lane = &self.lanes[li];
             let max_age = lane.sink.max_age.as_millis() as i64;
             let gone = lane.gone;
@@ -370,6 +392,10 @@ impl Dispatcher {
                     None if now - d.at > max_age => dead.push((d, "older than max_age".into())),
                     None => alive.push(d),
                 }
+            }
+            if !dead.is_empty() {
+                // Their connections' next deliveries may be due now.
+                self.lanes[li].quiet_until = None;
             }
             for (d, why) in dead {
                 tracing::warn!(component = "dispatcher", event_id = %d.out.id, sink = %self.lanes[li].sink.id, why, "delivery dead");
@@ -497,6 +523,15 @@ impl Dispatcher {
     async fn record(&mut self, done: Done) {
         let lane = &mut self.lanes[done.lane];
         lane.busy = lane.busy.saturating_sub(1);
+        // A delivery that ended frees its connection's next one, and a
+        // re-send or reminder frees the deliveries that waited for it: read
+        // the queue again. A retry changes nothing that is due.
+        if !matches!(
+            (&done.job, &done.result.verdict),
+            (Job::Deliver(_), Verdict::Retry { .. })
+        ) {
+            lane.quiet_until = None;
+        }
         let failed = done.result.verdict != Verdict::Done;
         let error = done.result.error.as_deref().unwrap_or("");
         match done.job {
