@@ -100,9 +100,10 @@ struct Lane {
     reminders: HashMap<String, Reminder>,
     reminding: bool,
     /// The last read of this lane's queue found every due head (fewer than
-    /// it asked for): nothing more is due before this time unless new
-    /// deliveries are stored or a delivery of the lane ends (a retry
-    /// does not free its connection's next one). While a receiver is
+    /// it asked for): nothing more is due before this time (the next retry,
+    /// at most IDLE_POLL away, or sooner if a failed attempt's retry falls
+    /// due first) unless new deliveries are stored or a delivery of the
+    /// lane ends (a retry does not free its connection's next one). While a receiver is
     /// down, each failed attempt would otherwise walk the whole backlog
     /// of not-yet-due heads again.
     quiet_until: Option<UnixMs>,
@@ -366,9 +367,12 @@ impl Dispatcher {
         }
         for ((li, _, _, limit), heads) in asks.into_iter().zip(heads) {
             let lane = &mut self.lanes[li];
+            // At most IDLE_POLL: a replay from another process sets
+            // deliveries due without waking this one.
+            let poll = now + IDLE_POLL.as_millis() as i64;
             lane.quiet_until = (heads.len() < limit
                 && !matches!(lane.sink.imp.class(), SinkClass::Chat { .. }))
-            .then(|| retry.unwrap_or(now + IDLE_POLL.as_millis() as i64));
+            .then(|| retry.map_or(poll, |r| r.min(poll)));
             let lane = &self.lanes[li];
             let max_age = lane.sink.max_age.as_millis() as i64;
             let gone = lane.gone;
@@ -586,6 +590,11 @@ impl Dispatcher {
                 ("pending", started + wait.as_millis() as i64)
             }
         };
+        if state == "pending" {
+            // A quiet lane wakes for this retry if it falls due first.
+            let lane = &mut self.lanes[li];
+            lane.quiet_until = lane.quiet_until.map(|q| q.min(next_at));
+        }
         let err = r.error.as_deref().unwrap_or("");
         match &r.verdict {
             Verdict::Done => {
