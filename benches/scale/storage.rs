@@ -25,7 +25,13 @@ pub struct Day {
     pub tables: Vec<(String, u64)>,
     /// Retention 31 days later, step by step as the writer takes it: steps,
     /// longest step, total time, what it did.
-    pub retention: (u64, Duration, Duration, connwatch::store::retention::Pruned),
+    pub retention: (
+        u64,
+        Duration,
+        &'static str,
+        Duration,
+        connwatch::store::retention::Pruned,
+    ),
 }
 
 impl Day {
@@ -134,7 +140,7 @@ pub fn simulate(n: usize, interval: Duration, healthy: f64, hours: u64) -> Day {
     let mut p = connwatch::store::retention::Pruner::new(Duration::from_secs(30 * 86_400), now);
     let t = std::time::Instant::now();
     while !p.step(&db, &path).unwrap() {}
-    let retention = (p.steps, p.longest, t.elapsed(), p.done);
+    let retention = (p.steps, p.longest, p.longest_was, t.elapsed(), p.done);
     Day {
         n,
         interval,
@@ -182,9 +188,9 @@ pub fn table(days: &[Day]) -> String {
             d.healthy * 100.0,
             parts.join(", ")
         ));
-        let (steps, longest, total, p) = &d.retention;
+        let (steps, longest, was, total, p) = &d.retention;
         s.push_str(&format!(
-            "N = {}: retention 31 days later: {steps} steps in {:.2} s, **longest step {:.1} ms** (the writer's longest hold); deleted {} probes, {} runs; merged {} days of rollups; freed {} pages\n",
+            "N = {}: retention 31 days later: {steps} steps in {:.2} s, **longest step {:.1} ms** ({was}; the writer's longest hold); deleted {} probes, {} runs; merged {} days of rollups; freed {} pages\n",
             d.n,
             total.as_secs_f64(),
             longest.as_secs_f64() * 1000.0,
