@@ -13,7 +13,7 @@
 //! clock starts: what is measured is the drain of a full backlog, answered
 //! after `--sink-delay` each. Nothing is asserted.
 
-use crate::harness::{cpu_seconds, daemon_config, free_port, proc_field, serve, Daemon};
+use crate::harness::{count, cpu_seconds, daemon_config, free_port, proc_field, serve, Daemon};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -109,15 +109,6 @@ pub struct Drain {
     pub complete: bool,
     pub cpu_s: f64,
     pub vm_hwm_kib: u64,
-}
-
-fn count(dir: &std::path::Path, sql: &str) -> i64 {
-    rusqlite::Connection::open_with_flags(
-        dir.join("bench.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .and_then(|db| db.query_row(sql, [], |r| r.get::<_, i64>(0)))
-    .unwrap_or(-1)
 }
 
 const PENDING: &str = "SELECT count(*) FROM deliveries WHERE state = 'pending'";

@@ -142,28 +142,7 @@ fn start_target(o: &Opts) -> (SocketAddr, Arc<Target>) {
         .route("/m/{i}", get(monit_status))
         .route("/hook", axum::routing::post(hook))
         .with_state(Arc::clone(&t));
-    if o.target_threads <= 1 {
-        return (serve(app), t);
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let workers = o.target_threads;
-    std::thread::Builder::new()
-        .name("bench-target".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .thread_name("bench-target")
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                axum::serve(l, app).await.unwrap();
-            });
-        })
-        .unwrap();
-    (rx.recv_timeout(Duration::from_secs(10)).unwrap(), t)
+    (serve_on(app, o.target_threads), t)
 }
 
 /// The target's CPU seconds: this process's threads named "bench-target".
@@ -177,14 +156,28 @@ fn target_cpu() -> f64 {
 /// Serves `app` on 127.0.0.1 (a free port) from a current-thread runtime on
 /// a thread of its own; returns the address.
 pub(crate) fn serve(app: Router) -> SocketAddr {
+    serve_on(app, 1)
+}
+
+/// As [`serve`], on `threads` worker threads (a multi-thread runtime when
+/// more than one), all named "bench-target" so their CPU can be read.
+fn serve_on(app: Router, threads: usize) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("bench-target".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = if threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("bench-target")
+                    .enable_all()
+                    .build()
+            }
+            .unwrap();
             rt.block_on(async move {
                 let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(l.local_addr().unwrap()).unwrap();
@@ -193,6 +186,17 @@ pub(crate) fn serve(app: Router) -> SocketAddr {
         })
         .unwrap();
     rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+/// One number read from the benchmark's database (`bench.db` in `dir`)
+/// through a read-only connection of its own; -1 when it cannot be read.
+pub(crate) fn count(dir: &std::path::Path, sql: &str) -> i64 {
+    rusqlite::Connection::open_with_flags(
+        dir.join("bench.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .and_then(|db| db.query_row(sql, [], |r| r.get::<_, i64>(0)))
+    .unwrap_or(-1)
 }
 
 /// The command name and CPU seconds (user + system) in a `stat` file of
@@ -625,14 +629,7 @@ pub fn run(o: &Opts) -> Report {
         monit_checks_per_s: None,
         monit: None,
         sink: o.sink_delay.map(|_| {
-            let count = |sql: &str| -> u64 {
-                rusqlite::Connection::open_with_flags(
-                    dir.path().join("bench.db"),
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .and_then(|db| db.query_row(sql, [], |r| r.get::<_, i64>(0)))
-                .unwrap_or(0) as u64
-            };
+            let count = |sql: &str| count(dir.path(), sql).max(0) as u64;
             (
                 target.hooks.load(Ordering::Relaxed),
                 count("SELECT count(*) FROM events"),

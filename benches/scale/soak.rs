@@ -127,15 +127,6 @@ async fn hook(State(t): State<Arc<Target>>, body: axum::body::Bytes) -> StatusCo
     StatusCode::OK
 }
 
-fn query(dir: &std::path::Path, sql: &str) -> i64 {
-    rusqlite::Connection::open_with_flags(
-        dir.join("bench.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .and_then(|db| db.query_row(sql, [], |r| r.get::<_, i64>(0)))
-    .unwrap_or(-1)
-}
-
 fn file_size(p: std::path::PathBuf) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -282,7 +273,7 @@ pub fn run(a: &Args, n: usize, interval: Duration, tick: Duration, bin: &std::pa
             }
             if now >= a.down_from && cleared_after.is_none() && Instant::now() >= next_pending_poll
             {
-                let p = query(dir.path(), PENDING);
+                let p = crate::harness::count(dir.path(), PENDING);
                 pending_peak = pending_peak.max(p);
                 if !down && p == 0 {
                     cleared_after = Some(now.saturating_sub(a.down_until));
@@ -311,10 +302,10 @@ pub fn run(a: &Args, n: usize, interval: Duration, tick: Duration, bin: &std::pa
             probes: probes - probes0,
             probes_per_s: (probes - probes0) as f64 / secs,
             cpu_pct: 100.0 * (cpu - cpu0) / secs,
-            events: query(dir.path(), "SELECT count(*) FROM events"),
+            events: crate::harness::count(dir.path(), "SELECT count(*) FROM events"),
             received: acc - acc0,
             refused: refused - ref0,
-            pending: query(dir.path(), PENDING),
+            pending: crate::harness::count(dir.path(), PENDING),
             receiver_down: t.down.load(Ordering::Relaxed),
         };
         (probes0, cpu0, acc0, ref0) = (probes, cpu, acc, refused);
@@ -327,10 +318,10 @@ pub fn run(a: &Args, n: usize, interval: Duration, tick: Duration, bin: &std::pa
         eprintln!("soak: receiver UP at the end of the run");
     }
     let drain_start = Instant::now();
-    let mut pending = query(dir.path(), PENDING);
+    let mut pending = crate::harness::count(dir.path(), PENDING);
     while pending != 0 && drain_start.elapsed() < a.drain_wait {
         std::thread::sleep(Duration::from_secs(1));
-        pending = query(dir.path(), PENDING);
+        pending = crate::harness::count(dir.path(), PENDING);
     }
     let drained = drain_start.elapsed();
     if cleared_after.is_none() && pending == 0 {
