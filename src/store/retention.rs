@@ -111,17 +111,22 @@ impl Pruner {
         }
     }
 
-    /// One short transaction; true once retention is complete.
+    /// One short transaction, timed (`connwatch_retention_step_seconds`);
+    /// true once retention is complete.
     pub fn step(&mut self, db: &rusqlite::Connection, path: &std::path::Path) -> Result<bool> {
         let t = std::time::Instant::now();
         let what = self.phase.name();
-        let done = self.step_inner(db, path)?;
+        let done = self.step_inner(db, path);
+        let took = t.elapsed();
+        crate::ops::metrics::metrics()
+            .retention_step
+            .observe(took.as_secs_f64());
         self.steps += 1;
-        if t.elapsed() > self.longest {
-            self.longest = t.elapsed();
+        if took > self.longest {
+            self.longest = took;
             self.longest_was = what;
         }
-        Ok(done)
+        done
     }
 
     fn step_inner(&mut self, db: &rusqlite::Connection, path: &std::path::Path) -> Result<bool> {

@@ -721,11 +721,7 @@ impl State {
         let Some((p, _)) = &mut self.pruning else {
             return;
         };
-        let took = std::time::Instant::now();
         let res = p.step(&self.db, &self.path);
-        crate::ops::metrics::metrics()
-            .retention_step
-            .observe(took.elapsed().as_secs_f64());
         let finished = !matches!(res, Ok(false));
         if finished {
             let Some((p, reply)) = self.pruning.take() else {
