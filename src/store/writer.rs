@@ -1044,6 +1044,19 @@ mod tests {
         }
     }
 
+    /// A database in a temp dir with one connection, `a`: the dir (kept
+    /// alive by the caller), the file and the connection's key.
+    fn one_connection() -> (tempfile::TempDir, PathBuf, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cw.db");
+        let key = super::super::Store::open(&path)
+            .unwrap()
+            .sync_connections(&[crate::store::ConnMeta::bare("a")])
+            .unwrap()["a"]
+            .key;
+        (dir, path, key)
+    }
+
     fn count(db: &Db, sql: &str) -> i64 {
         db.query_row(sql, [], |r| r.get(0)).unwrap()
     }
@@ -1109,13 +1122,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn an_online_run_is_one_row_per_hour_updated_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cw.db");
-        let key = super::super::Store::open(&path)
-            .unwrap()
-            .sync_connections(&[crate::store::ConnMeta::bare("a")])
-            .unwrap()["a"]
-            .key;
+        let (_dir, path, key) = one_connection();
         let (w, join) = Writer::start(&path, Duration::from_secs(3600)).unwrap();
         let db = Db::open(&path).unwrap();
         // Three flushes inside one hour: one row, growing.
@@ -1146,13 +1153,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn retention_goes_in_timed_steps_while_records_still_flow() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cw.db");
-        let key = super::super::Store::open(&path)
-            .unwrap()
-            .sync_connections(&[crate::store::ConnMeta::bare("a")])
-            .unwrap()["a"]
-            .key;
+        let (_dir, path, key) = one_connection();
         let old = crate::model::now_ms() - 40 * 86_400_000;
         let n = 3 * super::super::retention::BATCH + 17;
         {
@@ -1234,13 +1235,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn collapses_online_runs_and_writes_changes_with_their_outbox_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cw.db");
-        let key = super::super::Store::open(&path)
-            .unwrap()
-            .sync_connections(&[crate::store::ConnMeta::bare("a")])
-            .unwrap()["a"]
-            .key;
+        let (_dir, path, key) = one_connection();
         let (w, join) = Writer::start(&path, Duration::from_secs(3600)).unwrap();
         for i in 0..5 {
             let mut r = rec(key, 1_000 + i, Outcome::Online);
